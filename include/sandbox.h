@@ -1,0 +1,325 @@
+/*
+ * libsandbox: run untrusted code in throwaway microVMs.
+ *
+ * One public header. Conventions (see doc/api.md):
+ *  - opaque handles, allocated and freed by the library;
+ *  - options structs start with `unsigned int version`, are set up with
+ *    *_init() (or the *_INIT macros in C), and only ever grow at the end;
+ *  - every call takes `unsigned int flags` and rejects bits it does not know;
+ *  - errors are negative SANDBOX_E_* codes; sandbox_last_error() gives the
+ *    detail for the calling thread;
+ *  - each function states whether it is thread-safe.
+ */
+#ifndef SANDBOX_H
+#define SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SANDBOX_BUILDING_LIBRARY) && defined(__GNUC__)
+#define SANDBOX_API __attribute__((visibility("default")))
+#else
+#define SANDBOX_API
+#endif
+
+#define SANDBOX_VERSION_MAJOR 0
+#define SANDBOX_VERSION_MINOR 1
+#define SANDBOX_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------- errors */
+
+/* Error codes. Numbered explicitly; new codes are only appended. */
+typedef enum sandbox_error {
+	SANDBOX_OK = 0,
+	SANDBOX_E_INVAL = -1,       /* an argument or option is invalid */
+	SANDBOX_E_NOMEM = -2,       /* out of memory */
+	SANDBOX_E_FLAGS = -3,       /* unknown flag bits */
+	SANDBOX_E_VERSION = -4,     /* options struct version not supported */
+	SANDBOX_E_UNSUPPORTED = -5, /* option valid but not supported yet */
+	SANDBOX_E_IMAGE = -6,       /* guest image missing or corrupt */
+	SANDBOX_E_LIBVIRT = -7,     /* libvirt unreachable or failed */
+	SANDBOX_E_BOOT = -8,        /* the guest did not come up */
+	SANDBOX_E_PROTOCOL = -9,    /* the guest agent broke the protocol */
+	SANDBOX_E_DEAD = -10,       /* the sandbox is no longer running */
+	SANDBOX_E_TIMEOUT = -11,    /* a wait ran out of time */
+	SANDBOX_E_NOTFOUND = -12,   /* no such sandbox, file or command */
+	SANDBOX_E_EXEC = -13,       /* the command could not be started */
+	SANDBOX_E_IO = -14,         /* host-side I/O error */
+	SANDBOX_E_BUSY = -15,       /* state directory used by another process */
+	SANDBOX_E_ACCEL = -16,      /* requested accelerator not usable here */
+	SANDBOX_E_PERM = -17,       /* permission denied */
+	SANDBOX_E_ABORTED = -18     /* an output callback asked to stop */
+} sandbox_error_t;
+
+/* Static English text for a code. Never NULL. Thread-safe. */
+SANDBOX_API const char *sandbox_strerror(int code);
+
+/* Detail of the last error on the calling thread ("" if none). The pointer
+ * stays valid until the next failing call on this thread. Thread-safe
+ * (thread-local). */
+SANDBOX_API const char *sandbox_last_error(void);
+
+/* Library version string, e.g. "0.1.0". Thread-safe. */
+SANDBOX_API const char *sandbox_version(void);
+
+/* --------------------------------------------------------------- options */
+
+typedef struct sandbox sandbox_t;           /* a running (or dead) sandbox */
+typedef struct sandbox_proc sandbox_proc_t; /* a command in a sandbox */
+typedef struct sandbox_result sandbox_result_t; /* how a command ended */
+
+/* Element structs below are frozen: they never change once released. */
+
+typedef struct sandbox_kv {
+	const char *key;
+	const char *value;
+} sandbox_kv_t;
+
+/* Secret flags */
+#define SANDBOX_SECRET_SUBSTITUTE_BODY 0x1u
+
+typedef struct sandbox_secret {
+	const char *name;  /* environment variable name in the guest */
+	const char *value; /* real value: stays in host memory only */
+	const char *const *hosts; /* NULL-terminated allow_net-style patterns */
+	unsigned int flags;
+} sandbox_secret_t;
+
+/* Volume flags */
+#define SANDBOX_VOLUME_READONLY 0x1u
+
+typedef struct sandbox_volume {
+	const char *host_path;  /* existing host directory */
+	const char *guest_path; /* absolute mount point in the guest */
+	unsigned int flags;
+} sandbox_volume_t;
+
+typedef enum sandbox_accel {
+	SANDBOX_ACCEL_AUTO = 0, /* KVM where it can boot the guest, else TCG */
+	SANDBOX_ACCEL_KVM = 1,
+	SANDBOX_ACCEL_TCG = 2
+} sandbox_accel_t;
+
+/* Audit callback: one event as a single JSON object (no newline). Called
+ * from library threads, possibly concurrently for different sandboxes;
+ * it must not call back into the library for the same sandbox. */
+typedef void (*sandbox_audit_fn)(const char *json, void *userdata);
+
+#define SANDBOX_OPTIONS_VERSION 1u
+
+typedef struct sandbox_options {
+	unsigned int version; /* SANDBOX_OPTIONS_VERSION */
+	/* Image directory; NULL: $SANDBOX_IMAGE, else the installed default. */
+	const char *image;
+	unsigned int memory_mb; /* guest RAM, 64..65536; default 512 */
+	unsigned int vcpus;     /* 1..64; default 1 */
+	/* NULL-terminated "NAME=VALUE" list given to every command. */
+	const char *const *env;
+	/* Default working directory of commands (absolute); NULL: "/root". */
+	const char *workdir;
+	/* Lifetime in seconds after which the sandbox is killed; 0: none. */
+	unsigned int timeout_s;
+	const sandbox_kv_t *metadata; /* key/value pairs carried in audit */
+	size_t metadata_count;
+	/* libvirt URI; NULL: qemu:///embed?root=<state_dir>/libvirt. */
+	const char *libvirt_uri;
+	/* State directory; NULL: $SANDBOX_STATE_DIR, else /var/lib/libsandbox
+	 * for root and $XDG_STATE_HOME/libsandbox otherwise. */
+	const char *state_dir;
+	sandbox_accel_t accel; /* AUTO: $SANDBOX_ACCEL, else detection */
+	/* Audit sinks: a JSON Lines file (appended) and/or a callback. */
+	const char *audit_log;
+	sandbox_audit_fn audit_cb;
+	void *audit_userdata;
+	/* Secrets (not supported yet: create refuses them). */
+	const sandbox_secret_t *secrets;
+	size_t secrets_count;
+	/* Outbound allowlist, NULL-terminated patterns. NULL: everything
+	 * allowed; a list holding only NULL: nothing allowed. (Not supported
+	 * yet: create refuses a non-NULL list.) */
+	const char *const *allow_net;
+	/* Host directories shared into the guest (not supported yet). */
+	const sandbox_volume_t *volumes;
+	size_t volumes_count;
+	/* Seconds to wait for the guest agent after start; default 120. */
+	unsigned int boot_timeout_s;
+} sandbox_options_t;
+
+#define SANDBOX_OPTIONS_INIT                                                   \
+	{                                                                      \
+		SANDBOX_OPTIONS_VERSION, NULL, 512, 1, NULL, NULL, 0, NULL, 0, \
+		    NULL, NULL, SANDBOX_ACCEL_AUTO, NULL, NULL, NULL, NULL, 0, \
+		    NULL, NULL, 0, 120                                         \
+	}
+
+/* Fill *opts with defaults for the given version. Returns 0, or
+ * SANDBOX_E_VERSION / SANDBOX_E_INVAL. Thread-safe. */
+SANDBOX_API int sandbox_options_init(sandbox_options_t *opts,
+				     unsigned int version);
+
+/* Output streams */
+#define SANDBOX_STDOUT 1
+#define SANDBOX_STDERR 2
+
+/* Streaming output callback. Return 0 to go on; non-zero kills the
+ * command (SIGKILL) and makes the call fail with SANDBOX_E_ABORTED. Called
+ * on the thread that called sandbox_exec(). */
+typedef int (*sandbox_output_fn)(int stream, const void *data, size_t len,
+				 void *userdata);
+
+#define SANDBOX_EXEC_OPTIONS_VERSION 1u
+
+typedef struct sandbox_exec_options {
+	unsigned int version; /* SANDBOX_EXEC_OPTIONS_VERSION */
+	/* NULL-terminated "NAME=VALUE" added to (and overriding) the
+	 * sandbox's environment for this command. */
+	const char *const *env;
+	const char *cwd;         /* absolute; NULL: the sandbox's workdir */
+	unsigned int timeout_ms; /* kill the process group after; 0: none */
+	/* sandbox_exec() only: bytes fed to stdin, then EOF. */
+	const void *stdin_data;
+	size_t stdin_len;
+	/* sandbox_exec() only: stream output here instead of capturing. */
+	sandbox_output_fn on_output;
+	void *userdata;
+	/* Captured bytes kept per stream; the rest is counted and dropped.
+	 * Default 64 MiB. */
+	size_t max_capture;
+} sandbox_exec_options_t;
+
+#define SANDBOX_EXEC_OPTIONS_INIT                                              \
+	{                                                                      \
+		SANDBOX_EXEC_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, NULL,    \
+		    NULL, (size_t)64 << 20                                     \
+	}
+
+/* Thread-safe. */
+SANDBOX_API int sandbox_exec_options_init(sandbox_exec_options_t *opts,
+					  unsigned int version);
+
+/* ------------------------------------------------------------- lifecycle */
+
+/* Boot a new sandbox and wait until its agent is ready. On failure nothing
+ * is left behind (no VM, overlay, socket or thread) and *out is NULL.
+ * opts may be NULL for defaults. flags: none defined, must be 0.
+ * Thread-safe: several threads may create sandboxes at once. */
+SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts,
+			       unsigned int flags);
+
+/* Destroy the VM and delete its disk. Running commands fail with
+ * SANDBOX_E_DEAD. Idempotent: killing a dead sandbox returns 0.
+ * flags: must be 0. Thread-safe; callable from any thread, also while
+ * other threads are using the sandbox. */
+SANDBOX_API int sandbox_kill(sandbox_t *sb, unsigned int flags);
+
+/* Release a reference (kills the sandbox when it is the last one and the
+ * sandbox is still running). NULL is a no-op. Not thread-safe with other
+ * calls on the same reference. */
+SANDBOX_API void sandbox_free(sandbox_t *sb);
+
+/* The sandbox's id (32 hex characters). Thread-safe. */
+SANDBOX_API const char *sandbox_id(const sandbox_t *sb);
+
+/* 1 if running, 0 if dead (killed, expired, crashed). Thread-safe. */
+SANDBOX_API int sandbox_is_running(sandbox_t *sb);
+
+/* Metadata lookup: the value for key, or NULL. Thread-safe. */
+SANDBOX_API const char *sandbox_metadata_get(const sandbox_t *sb,
+					     const char *key);
+/* Number of metadata pairs and the i-th pair. Thread-safe. */
+SANDBOX_API size_t sandbox_metadata_count(const sandbox_t *sb);
+SANDBOX_API int sandbox_metadata_at(const sandbox_t *sb, size_t i,
+				    const char **key, const char **value);
+
+/* New references to this process's running sandboxes. Free each with
+ * sandbox_free() (which then does not kill: the creator's reference keeps
+ * it alive) and the array with sandbox_list_free(). flags: must be 0.
+ * Thread-safe. */
+SANDBOX_API int sandbox_list(sandbox_t ***list, size_t *count,
+			     unsigned int flags);
+SANDBOX_API void sandbox_list_free(sandbox_t **list, size_t count);
+
+/* Round trip to the guest agent without running anything (a health check).
+ * flags: must be 0. Thread-safe. */
+SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags);
+
+/* ------------------------------------------------------------- commands */
+
+/* Run argv (argv[0] searched in PATH) and wait for it to end. Output is
+ * captured into *result unless opts->on_output is set. A command that ran
+ * returns 0 whatever its exit status; read it from the result. flags: must
+ * be 0. Thread-safe: several commands may run at once in one sandbox. */
+SANDBOX_API int sandbox_exec(sandbox_t *sb, const char *const *argv,
+			     const sandbox_exec_options_t *opts,
+			     sandbox_result_t **result, unsigned int flags);
+
+/* sandbox_proc_start flags */
+#define SANDBOX_PROC_STDIN 0x1u /* keep stdin open for sandbox_proc_write */
+
+/* Start argv and return at once. opts->stdin_data and on_output are not
+ * used here (use sandbox_proc_write / sandbox_proc_read). Thread-safe. */
+SANDBOX_API int sandbox_proc_start(sandbox_t *sb, const char *const *argv,
+				   const sandbox_exec_options_t *opts,
+				   sandbox_proc_t **proc, unsigned int flags);
+
+/* Write to stdin, blocking while the guest has no room. flags: 0.
+ * Not thread-safe for one proc (one writer at a time). */
+SANDBOX_API int sandbox_proc_write(sandbox_proc_t *proc, const void *data,
+				   size_t len, unsigned int flags);
+/* Close stdin (EOF in the guest). flags: 0. */
+SANDBOX_API int sandbox_proc_close_stdin(sandbox_proc_t *proc,
+					 unsigned int flags);
+
+/* Read output. Returns bytes read (> 0) with *stream set to SANDBOX_STDOUT
+ * or SANDBOX_STDERR; 0 when the command has ended and all output has been
+ * read; SANDBOX_E_TIMEOUT after timeout_ms (-1: wait forever). flags: 0.
+ * Not thread-safe for one proc (one reader at a time). */
+SANDBOX_API int sandbox_proc_read(sandbox_proc_t *proc, int *stream,
+				  void *buf, size_t cap, int timeout_ms,
+				  unsigned int flags);
+
+/* Send a signal (1..64) to the command's process group. flags: 0.
+ * Thread-safe. */
+SANDBOX_API int sandbox_proc_signal(sandbox_proc_t *proc, int signo,
+				    unsigned int flags);
+
+/* Wait for the command to end (output not yet read is discarded) and
+ * return how it ended. timeout_ms -1: forever. flags: 0. */
+SANDBOX_API int sandbox_proc_wait(sandbox_proc_t *proc, int timeout_ms,
+				  sandbox_result_t **result,
+				  unsigned int flags);
+
+/* The command's pid in the guest. Thread-safe. */
+SANDBOX_API int sandbox_proc_pid(const sandbox_proc_t *proc);
+
+/* Free; a command still running is killed. NULL is a no-op. */
+SANDBOX_API void sandbox_proc_free(sandbox_proc_t *proc);
+
+/* Result accessors. Thread-safe (results are immutable). */
+/* Exit code 0..255, or -1 if the command died by a signal. */
+SANDBOX_API int sandbox_result_exit_code(const sandbox_result_t *r);
+/* Terminating signal, or 0 if the command exited. */
+SANDBOX_API int sandbox_result_signal(const sandbox_result_t *r);
+/* 1 if the per-command timeout killed it. */
+SANDBOX_API int sandbox_result_timed_out(const sandbox_result_t *r);
+/* Captured output (not NUL-terminated; may be NULL when empty). */
+SANDBOX_API const void *sandbox_result_stdout(const sandbox_result_t *r,
+					      size_t *len);
+SANDBOX_API const void *sandbox_result_stderr(const sandbox_result_t *r,
+					      size_t *len);
+/* Total bytes the command wrote to a stream, captured or not. */
+SANDBOX_API uint64_t sandbox_result_output_total(const sandbox_result_t *r,
+						 int stream);
+/* Wall time from start to end, in milliseconds. */
+SANDBOX_API double sandbox_result_duration_ms(const sandbox_result_t *r);
+SANDBOX_API void sandbox_result_free(sandbox_result_t *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SANDBOX_H */

@@ -1,0 +1,199 @@
+/* Option structs: init functions and validation. Validation happens before
+ * any resource is taken, so a bad option never leaves anything behind. */
+#include "options.h"
+
+#include <string.h>
+
+#include "error.h"
+#include "proto.h"
+
+SANDBOX_API int sandbox_options_init(sandbox_options_t *opts, unsigned int version)
+{
+	if (!opts)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_options_init: opts is NULL");
+	if (version != SANDBOX_OPTIONS_VERSION)
+		return sbx_fail(SANDBOX_E_VERSION,
+				"sandbox_options_init: version %u not supported (this library knows %u)",
+				version, SANDBOX_OPTIONS_VERSION);
+	sandbox_options_t d = SANDBOX_OPTIONS_INIT;
+	*opts = d;
+	return 0;
+}
+
+SANDBOX_API int sandbox_exec_options_init(sandbox_exec_options_t *opts,
+					  unsigned int version)
+{
+	if (!opts)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_exec_options_init: opts is NULL");
+	if (version != SANDBOX_EXEC_OPTIONS_VERSION)
+		return sbx_fail(SANDBOX_E_VERSION,
+				"sandbox_exec_options_init: version %u not supported (this library knows %u)",
+				version, SANDBOX_EXEC_OPTIONS_VERSION);
+	sandbox_exec_options_t d = SANDBOX_EXEC_OPTIONS_INIT;
+	*opts = d;
+	return 0;
+}
+
+int sbx_env_name_valid(const char *s, size_t n)
+{
+	if (n == 0 || (s[0] >= '0' && s[0] <= '9'))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+int sbx_env_validate(const char *const *env, const char *what)
+{
+	if (!env)
+		return 0;
+	for (size_t i = 0; env[i]; i++) {
+		if (i >= SBX_EXEC_MAX_ENV / 2)
+			return sbx_fail(SANDBOX_E_INVAL, "%s: more than %u entries", what,
+					SBX_EXEC_MAX_ENV / 2);
+		const char *eq = strchr(env[i], '=');
+		if (!eq || !sbx_env_name_valid(env[i], (size_t)(eq - env[i])))
+			return sbx_fail(SANDBOX_E_INVAL,
+					"%s[%zu]: '%.64s' is not NAME=VALUE with NAME of [A-Za-z_][A-Za-z0-9_]*",
+					what, i, env[i]);
+	}
+	return 0;
+}
+
+static int check_abs_path(const char *p, const char *what)
+{
+	if (!p)
+		return 0;
+	if (p[0] != '/')
+		return sbx_fail(SANDBOX_E_INVAL, "%s must be an absolute path, got '%.200s'",
+				what, p);
+	if (strlen(p) > SBX_MAX_STRING)
+		return sbx_fail(SANDBOX_E_INVAL, "%s is longer than %u bytes", what,
+				SBX_MAX_STRING);
+	return 0;
+}
+
+static int validate_metadata(const sandbox_options_t *o)
+{
+	if (o->metadata_count && !o->metadata)
+		return sbx_fail(SANDBOX_E_INVAL, "metadata is NULL but metadata_count is %zu",
+				o->metadata_count);
+	if (o->metadata_count > SBX_MAX_METADATA)
+		return sbx_fail(SANDBOX_E_INVAL, "metadata: more than %u pairs", SBX_MAX_METADATA);
+	for (size_t i = 0; i < o->metadata_count; i++) {
+		const sandbox_kv_t *kv = &o->metadata[i];
+		if (!kv->key || !kv->key[0] || !kv->value)
+			return sbx_fail(SANDBOX_E_INVAL, "metadata[%zu]: key and value are required", i);
+		if (strlen(kv->key) > 256 || strlen(kv->value) > SBX_MAX_STRING)
+			return sbx_fail(SANDBOX_E_INVAL, "metadata[%zu]: key or value too long", i);
+		for (size_t k = 0; k < i; k++)
+			if (!strcmp(o->metadata[k].key, kv->key))
+				return sbx_fail(SANDBOX_E_INVAL, "metadata: key '%.64s' given twice",
+						kv->key);
+	}
+	return 0;
+}
+
+/* Options that later work implements are validated for shape now, then
+ * refused: silently ignoring a security option would be worse than
+ * failing. */
+static int refuse_unimplemented(const sandbox_options_t *o)
+{
+	if (o->secrets_count && !o->secrets)
+		return sbx_fail(SANDBOX_E_INVAL, "secrets is NULL but secrets_count is %zu",
+				o->secrets_count);
+	for (size_t i = 0; i < o->secrets_count; i++) {
+		const sandbox_secret_t *s = &o->secrets[i];
+		if (!s->name || !sbx_env_name_valid(s->name, strlen(s->name)))
+			return sbx_fail(SANDBOX_E_INVAL, "secrets[%zu]: invalid variable name", i);
+		if (!s->value || !s->hosts || !s->hosts[0])
+			return sbx_fail(SANDBOX_E_INVAL,
+					"secrets[%zu] (%s): a value and a non-empty host list are required",
+					i, s->name);
+	}
+	if (o->volumes_count && !o->volumes)
+		return sbx_fail(SANDBOX_E_INVAL, "volumes is NULL but volumes_count is %zu",
+				o->volumes_count);
+	if (o->secrets_count)
+		return sbx_fail(SANDBOX_E_UNSUPPORTED,
+				"secrets are not supported yet by this version of libsandbox");
+	if (o->allow_net)
+		return sbx_fail(SANDBOX_E_UNSUPPORTED,
+				"allow_net is not supported yet by this version of libsandbox "
+				"(outbound network is unavailable; leave allow_net NULL)");
+	if (o->volumes_count)
+		return sbx_fail(SANDBOX_E_UNSUPPORTED,
+				"volumes are not supported yet by this version of libsandbox");
+	return 0;
+}
+
+int sbx_options_validate(const sandbox_options_t *o)
+{
+	if (o->version != SANDBOX_OPTIONS_VERSION)
+		return sbx_fail(SANDBOX_E_VERSION,
+				"options version %u not supported (this library knows %u)",
+				o->version, SANDBOX_OPTIONS_VERSION);
+	if (o->memory_mb < SBX_MIN_MEMORY_MB || o->memory_mb > SBX_MAX_MEMORY_MB)
+		return sbx_fail(SANDBOX_E_INVAL, "memory_mb must be %u..%u, got %u",
+				SBX_MIN_MEMORY_MB, SBX_MAX_MEMORY_MB, o->memory_mb);
+	if (o->vcpus < 1 || o->vcpus > SBX_MAX_VCPUS)
+		return sbx_fail(SANDBOX_E_INVAL, "vcpus must be 1..%u, got %u", SBX_MAX_VCPUS,
+				o->vcpus);
+	if (o->accel != SANDBOX_ACCEL_AUTO && o->accel != SANDBOX_ACCEL_KVM &&
+	    o->accel != SANDBOX_ACCEL_TCG)
+		return sbx_fail(SANDBOX_E_INVAL, "accel: unknown value %d", (int)o->accel);
+	if (o->boot_timeout_s < 1 || o->boot_timeout_s > 3600)
+		return sbx_fail(SANDBOX_E_INVAL, "boot_timeout_s must be 1..3600, got %u",
+				o->boot_timeout_s);
+	int rc;
+	if ((rc = sbx_env_validate(o->env, "env")) ||
+	    (rc = check_abs_path(o->workdir, "workdir")) ||
+	    (rc = check_abs_path(o->state_dir, "state_dir")) ||
+	    (rc = check_abs_path(o->image, "image")) || (rc = validate_metadata(o)))
+		return rc;
+	if (o->libvirt_uri && (!o->libvirt_uri[0] || strlen(o->libvirt_uri) > SBX_MAX_STRING))
+		return sbx_fail(SANDBOX_E_INVAL, "libvirt_uri is empty or too long");
+	if (o->audit_log && !o->audit_log[0])
+		return sbx_fail(SANDBOX_E_INVAL, "audit_log is an empty path");
+	return refuse_unimplemented(o);
+}
+
+int sbx_exec_options_validate(const sandbox_exec_options_t *o)
+{
+	if (o->version != SANDBOX_EXEC_OPTIONS_VERSION)
+		return sbx_fail(SANDBOX_E_VERSION,
+				"exec options version %u not supported (this library knows %u)",
+				o->version, SANDBOX_EXEC_OPTIONS_VERSION);
+	if (o->stdin_len && !o->stdin_data)
+		return sbx_fail(SANDBOX_E_INVAL, "stdin_data is NULL but stdin_len is %zu",
+				o->stdin_len);
+	int rc = sbx_env_validate(o->env, "exec env");
+	if (rc)
+		return rc;
+	return check_abs_path(o->cwd, "cwd");
+}
+
+int sbx_argv_validate(const char *const *argv)
+{
+	if (!argv)
+		return sbx_fail(SANDBOX_E_INVAL, "argv is NULL");
+	if (!argv[0])
+		return sbx_fail(SANDBOX_E_INVAL, "argv is empty");
+	if (!argv[0][0])
+		return sbx_fail(SANDBOX_E_INVAL, "argv[0] is an empty string");
+	size_t total = 0;
+	for (size_t i = 0; argv[i]; i++) {
+		if (i >= SBX_EXEC_MAX_ARGS)
+			return sbx_fail(SANDBOX_E_INVAL, "argv has more than %u entries",
+					SBX_EXEC_MAX_ARGS);
+		total += strlen(argv[i]) + 4;
+		if (total > SBX_PROTO_MAX_PAYLOAD / 2)
+			return sbx_fail(SANDBOX_E_INVAL, "argv is longer than %u bytes in all",
+					SBX_PROTO_MAX_PAYLOAD / 2);
+	}
+	return 0;
+}

@@ -1,0 +1,124 @@
+/* Channel protocol between the host library and sandbox-agent.
+ * Shared, unchanged, by both sides; doc/protocol.md is the specification.
+ * Everything here is pure encoding: no I/O, no allocation. */
+#ifndef SBX_PROTO_H
+#define SBX_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SBX_PROTO_VERSION 1u
+#define SBX_PROTO_HDR_SIZE 12u
+/* Largest payload either side may send; a bigger length is a framing error. */
+#define SBX_PROTO_MAX_PAYLOAD 65536u
+/* Credit each side grants per stream and direction before any WINDOW. */
+#define SBX_PROTO_INITIAL_WINDOW (256u * 1024u)
+/* Name of the virtio-serial port the agent looks for. */
+#define SBX_PROTO_PORT_NAME "org.libsandbox.agent"
+
+enum sbx_frame_type {
+	/* control, stream 0 */
+	SBX_T_HELLO = 0x01, /* agent -> host */
+	SBX_T_PING = 0x02,  /* host -> agent, payload echoed in PONG */
+	SBX_T_PONG = 0x03,  /* agent -> host */
+	SBX_T_ERROR = 0x04, /* agent -> host, stream 0 or an exec stream */
+	SBX_T_SHUTDOWN = 0x05, /* host -> agent: sync and power off */
+	/* exec streams, id chosen by the host */
+	SBX_T_EXEC_START = 0x10, /* host -> agent */
+	SBX_T_EXEC_STARTED = 0x11, /* agent -> host */
+	SBX_T_STDIN = 0x12,        /* host -> agent, data */
+	SBX_T_STDIN_EOF = 0x13,    /* host -> agent */
+	SBX_T_STDOUT = 0x14,       /* agent -> host, data */
+	SBX_T_STDERR = 0x15,       /* agent -> host, data */
+	SBX_T_EXIT = 0x16,         /* agent -> host, last frame of a stream */
+	SBX_T_SIGNAL = 0x17,       /* host -> agent */
+	SBX_T_WINDOW = 0x20,       /* either: grant more data credit */
+};
+
+/* EXEC_START flags */
+#define SBX_EXEC_F_STDIN 0x1u /* host will send STDIN; else stdin is /dev/null */
+#define SBX_EXEC_F_KNOWN 0x1u
+
+/* EXIT kinds */
+#define SBX_EXIT_CODE 0u
+#define SBX_EXIT_SIGNAL 1u
+
+struct sbx_frame_hdr {
+	uint32_t len;
+	uint8_t type;
+	uint8_t flags;
+	uint16_t reserved;
+	uint32_t stream;
+};
+
+/* Bounds-checked little-endian reader over one payload. Any read past the
+ * end sets `bad` and returns zeroes, so decoders check `bad` once at the end. */
+struct sbx_rd {
+	const uint8_t *p;
+	size_t len;
+	size_t off;
+	int bad;
+};
+
+/* Writer into a caller-provided buffer; overflow sets `bad`. */
+struct sbx_wr {
+	uint8_t *p;
+	size_t cap;
+	size_t off;
+	int bad;
+};
+
+void sbx_hdr_pack(uint8_t out[SBX_PROTO_HDR_SIZE], const struct sbx_frame_hdr *h);
+/* Returns 0, or -1 if the header is malformed (length over the maximum,
+ * reserved bits set). The type is not checked here: the dispatcher does. */
+int sbx_hdr_unpack(const uint8_t in[SBX_PROTO_HDR_SIZE], struct sbx_frame_hdr *h);
+
+void sbx_rd_init(struct sbx_rd *r, const void *p, size_t len);
+uint8_t sbx_rd_u8(struct sbx_rd *r);
+uint16_t sbx_rd_u16(struct sbx_rd *r);
+uint32_t sbx_rd_u32(struct sbx_rd *r);
+uint64_t sbx_rd_u64(struct sbx_rd *r);
+/* A string is u32 length + bytes, no terminator on the wire. Returns a
+ * pointer into the payload (not NUL-terminated) and its length; a string
+ * containing a NUL byte is rejected (bad). */
+const char *sbx_rd_str(struct sbx_rd *r, uint32_t *len);
+/* True when every byte was consumed and nothing was out of bounds. */
+int sbx_rd_done(const struct sbx_rd *r);
+
+void sbx_wr_init(struct sbx_wr *w, void *p, size_t cap);
+void sbx_wr_u8(struct sbx_wr *w, uint8_t v);
+void sbx_wr_u16(struct sbx_wr *w, uint16_t v);
+void sbx_wr_u32(struct sbx_wr *w, uint32_t v);
+void sbx_wr_u64(struct sbx_wr *w, uint64_t v);
+void sbx_wr_str(struct sbx_wr *w, const char *s, size_t len);
+void sbx_wr_bytes(struct sbx_wr *w, const void *p, size_t len);
+
+/* Decoded EXEC_START. Strings point into the payload; arrays are filled up
+ * to the caller's capacity. */
+#define SBX_EXEC_MAX_ARGS 4096u
+#define SBX_EXEC_MAX_ENV 4096u
+struct sbx_exec_start {
+	uint32_t flags;
+	uint32_t timeout_ms; /* 0 = none */
+	uint32_t argc;
+	uint32_t envc;
+	const char *cwd;
+	uint32_t cwd_len;
+	const char **argv;   /* caller-provided, argc entries used */
+	uint32_t *argv_len;
+	const char **env;
+	uint32_t *env_len;
+};
+/* Returns 0 or -1 (malformed, counts over the maxima or the capacities). */
+int sbx_exec_start_decode(const void *p, size_t len, struct sbx_exec_start *out,
+			  size_t argv_cap, size_t env_cap);
+
+struct sbx_exit {
+	uint8_t kind; /* SBX_EXIT_CODE or SBX_EXIT_SIGNAL */
+	uint8_t timed_out;
+	int32_t value; /* exit code or signal number */
+};
+int sbx_exit_decode(const void *p, size_t len, struct sbx_exit *out);
+size_t sbx_exit_encode(uint8_t out[8], const struct sbx_exit *e);
+
+#endif

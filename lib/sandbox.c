@@ -1,0 +1,519 @@
+/* Sandbox lifecycle: create (validate, overlay, domain, agent handshake),
+ * kill, reference counting and listing. Every step of create is undone on
+ * failure, so a failed create leaves no VM, file, socket or thread. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "accel.h"
+#include "domain_xml.h"
+#include "error.h"
+#include "image.h"
+#include "options.h"
+#include "runtime.h"
+#include "sandbox_int.h"
+#include "util.h"
+
+#define QBOOT_ROM "/usr/share/qemu/qboot.rom"
+
+SANDBOX_API const char *sandbox_version(void)
+{
+	return PACKAGE_VERSION;
+}
+
+void sbx_sandbox_ref(struct sandbox *sb)
+{
+	atomic_fetch_add(&sb->refs, 1);
+}
+
+/* ---- construction helpers */
+
+static char **copy_strv(const char *const *v)
+{
+	size_t n = 0;
+	while (v && v[n])
+		n++;
+	char **out = calloc(n + 1, sizeof *out);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (!(out[i] = strdup(v[i]))) {
+			for (size_t k = 0; k < i; k++)
+				free(out[k]);
+			free(out);
+			return NULL;
+		}
+	}
+	return out;
+}
+
+static int copy_metadata(struct sandbox *sb, const sandbox_options_t *o)
+{
+	if (!o->metadata_count)
+		return 0;
+	sb->metadata = calloc(o->metadata_count, sizeof *sb->metadata);
+	if (!sb->metadata)
+		return -1;
+	sb->metadata_count = o->metadata_count;
+	for (size_t i = 0; i < o->metadata_count; i++) {
+		sb->metadata[i].key = strdup(o->metadata[i].key);
+		sb->metadata[i].value = strdup(o->metadata[i].value);
+		if (!sb->metadata[i].key || !sb->metadata[i].value)
+			return -1;
+	}
+	return 0;
+}
+
+static struct sandbox *sandbox_alloc(const sandbox_options_t *o)
+{
+	struct sandbox *sb = calloc(1, sizeof *sb);
+	if (!sb)
+		return NULL;
+	atomic_init(&sb->refs, 1);
+	sb->fd = -1;
+	sb->wake_fd = -1;
+	sb->state = SBX_BOOTING;
+	pthread_mutex_init(&sb->lock, NULL);
+	pthread_mutex_init(&sb->wlock, NULL);
+	pthread_mutex_init(&sb->kill_lock, NULL);
+	pthread_cond_init(&sb->cond, NULL);
+	uint8_t rnd[16];
+	if (sbx_random(rnd, sizeof rnd))
+		return sb; /* caller sees id empty and fails */
+	sbx_hex(rnd, sizeof rnd, sb->id);
+	snprintf(sb->name, sizeof sb->name, SBX_DOMAIN_PREFIX "%s", sb->id);
+	sb->env = copy_strv(o->env);
+	sb->workdir = strdup(o->workdir ? o->workdir : "/root");
+	if (copy_metadata(sb, o) < 0)
+		sb->workdir = (free(sb->workdir), NULL);
+	return sb;
+}
+
+static void sandbox_dealloc(struct sandbox *sb)
+{
+	for (size_t i = 0; sb->env && sb->env[i]; i++)
+		free(sb->env[i]);
+	free(sb->env);
+	for (size_t i = 0; i < sb->metadata_count; i++) {
+		free((char *)sb->metadata[i].key);
+		free((char *)sb->metadata[i].value);
+	}
+	free(sb->metadata);
+	free(sb->workdir);
+	free(sb->dir);
+	free(sb->overlay);
+	free(sb->sock_path);
+	free(sb->console_log);
+	pthread_mutex_destroy(&sb->lock);
+	pthread_mutex_destroy(&sb->wlock);
+	pthread_mutex_destroy(&sb->kill_lock);
+	pthread_cond_destroy(&sb->cond);
+	free(sb);
+}
+
+static int make_dir(struct sandbox *sb)
+{
+	struct sbx_runtime *rt = sb->rt;
+	sb->dir = sbx_asprintf("%s/%s", rt->sandboxes_dir, sb->id);
+	sb->overlay = sbx_asprintf("%s/disk.qcow2", sb->dir);
+	sb->sock_path = sbx_asprintf("%s/agent.sock", sb->dir);
+	sb->console_log = sbx_asprintf("%s/console.log", sb->dir);
+	if (!sb->dir || !sb->overlay || !sb->sock_path || !sb->console_log)
+		return sbx_fail(SANDBOX_E_NOMEM, "paths");
+	if (mkdir(sb->dir, 0770) < 0)
+		return sbx_fail_errno(SANDBOX_E_IO, errno, "cannot create %s", sb->dir);
+	/* QEMU runs as libvirt-qemu and creates the agent socket here. */
+	if (rt->qemu_uid != (uid_t)-1 && chown(sb->dir, rt->qemu_uid, rt->qemu_gid) < 0)
+		return sbx_fail_errno(SANDBOX_E_IO, errno, "cannot chown %s", sb->dir);
+	return 0;
+}
+
+static int make_overlay(struct sandbox *sb, const struct sbx_image *img)
+{
+	const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+			      "-b", img->rootfs, sb->overlay, NULL};
+	char err[512];
+	int rc = sbx_run(argv, err, sizeof err);
+	if (rc == -ENOENT)
+		return sbx_fail(SANDBOX_E_IO, "qemu-img not found; install the Debian package qemu-utils");
+	if (rc != 0)
+		return sbx_fail(SANDBOX_E_IO, "qemu-img create failed (%d): %s", rc, err);
+	if (sb->rt->qemu_uid != (uid_t)-1 &&
+	    chown(sb->overlay, sb->rt->qemu_uid, sb->rt->qemu_gid) < 0)
+		return sbx_fail_errno(SANDBOX_E_IO, errno, "cannot chown %s", sb->overlay);
+	return 0;
+}
+
+/* Last non-empty line of the guest console, to explain a failed boot. */
+static void console_tail(struct sandbox *sb, char *out, size_t cap)
+{
+	out[0] = '\0';
+	int fd = sb->console_log ? open(sb->console_log, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd < 0)
+		return;
+	char buf[4096];
+	off_t end = lseek(fd, 0, SEEK_END);
+	off_t start = end > (off_t)sizeof buf - 1 ? end - (off_t)sizeof buf + 1 : 0;
+	ssize_t n = pread(fd, buf, sizeof buf - 1, start);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (ssize_t i = 0; i < n; i++)
+		if ((unsigned char)buf[i] < 0x20 && buf[i] != '\n')
+			buf[i] = ' ';
+	char *line = NULL;
+	for (char *tok = strtok(buf, "\n"); tok; tok = strtok(NULL, "\n"))
+		if (strspn(tok, " ") != strlen(tok))
+			line = tok;
+	if (line)
+		snprintf(out, cap, "%s", line);
+}
+
+static int start_domain(struct sandbox *sb, const struct sbx_image *img,
+			const sandbox_options_t *o)
+{
+	struct sbx_domain_spec spec = {
+		.name = sb->name,
+		.kvm = sb->accel == SANDBOX_ACCEL_KVM,
+		.memory_mb = o->memory_mb,
+		.vcpus = o->vcpus,
+		.kernel = img->kernel,
+		.initrd = img->initrd,
+		.cmdline = img->cmdline,
+		.loader = access(QBOOT_ROM, R_OK) == 0 ? QBOOT_ROM : NULL,
+		.disk = sb->overlay,
+		.agent_socket = sb->sock_path,
+		.console_log = sb->console_log,
+		.state_dir = sb->rt->state_dir,
+	};
+	char *xml = sbx_domain_xml(&spec);
+	if (!xml)
+		return SANDBOX_E_NOMEM;
+	sb->dom = virDomainCreateXML(sb->rt->conn, xml, 0);
+	free(xml);
+	if (!sb->dom)
+		return sbx_fail(SANDBOX_E_LIBVIRT, "libvirt could not start the VM: %s",
+				sbx_virt_error());
+	return 0;
+}
+
+static int boot(struct sandbox *sb, const sandbox_options_t *o)
+{
+	int64_t deadline = sbx_now_ms() + (int64_t)o->boot_timeout_s * 1000;
+	int rc = sbx_chan_connect(sb, deadline);
+	if (!rc)
+		rc = sbx_chan_start(sb);
+	if (!rc)
+		rc = sbx_chan_wait_ready(sb, deadline);
+	if (rc == SANDBOX_E_TIMEOUT || rc == SANDBOX_E_BOOT) {
+		char tail[256];
+		char saved[512];
+		sbx_error_save(saved, sizeof saved);
+		console_tail(sb, tail, sizeof tail);
+		if (rc == SANDBOX_E_TIMEOUT)
+			snprintf(saved, sizeof saved, "agent not ready after %u s", o->boot_timeout_s);
+		rc = sbx_fail(SANDBOX_E_BOOT, "sandbox %s did not boot: %s; last console line: %s",
+			      sb->id, saved, tail[0] ? tail : "(none)");
+	}
+	return rc;
+}
+
+/* Destroy the VM and remove its files; safe on a half-built sandbox. */
+static void teardown(struct sandbox *sb)
+{
+	if (sb->dom) {
+		virDomainDestroy(sb->dom);
+		virDomainFree(sb->dom);
+		sb->dom = NULL;
+	}
+	if (sb->fd >= 0)
+		shutdown(sb->fd, SHUT_RDWR);
+	sbx_chan_stop(sb);
+	if (sb->dir)
+		sbx_rmtree(sb->dir);
+}
+
+static void close_fds(struct sandbox *sb)
+{
+	if (sb->fd >= 0)
+		close(sb->fd);
+	if (sb->wake_fd >= 0)
+		close(sb->wake_fd);
+	sb->fd = sb->wake_fd = -1;
+}
+
+static void audit_create(struct sandbox *sb, const sandbox_options_t *o, double boot_ms)
+{
+	struct sbx_json j;
+	sbx_audit_begin(&sb->audit, &j, "sandbox.create");
+	sbx_json_open(&j, "options");
+	sbx_json_str(&j, "image", o->image);
+	sbx_json_int(&j, "memory_mb", o->memory_mb);
+	sbx_json_int(&j, "vcpus", o->vcpus);
+	sbx_json_str(&j, "accel", sb->accel == SANDBOX_ACCEL_KVM ? "kvm" : "tcg");
+	sbx_json_int(&j, "timeout_s", o->timeout_s);
+	sbx_json_str(&j, "workdir", sb->workdir);
+	sbx_json_str(&j, "libvirt_uri", sb->rt->uri);
+	/* names only: environment values may be sensitive */
+	sbx_json_open_array(&j, "env");
+	for (size_t i = 0; sb->env && sb->env[i]; i++)
+		sbx_json_strn(&j, NULL, sb->env[i], strcspn(sb->env[i], "="));
+	sbx_json_close_array(&j);
+	sbx_json_close(&j);
+	sbx_json_double(&j, "boot_ms", boot_ms);
+	sbx_audit_emit(&sb->audit, &j);
+}
+
+static int create_checks(sandbox_t **out, const sandbox_options_t *o, unsigned int flags)
+{
+	if (!out)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_create: out is NULL");
+	*out = NULL;
+	if (flags)
+		return sbx_fail(SANDBOX_E_FLAGS, "sandbox_create: unknown flags 0x%x", flags);
+	return sbx_options_validate(o);
+}
+
+static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct sbx_image *img)
+{
+	int rc;
+	if (!sb->id[0] || !sb->workdir || (o->env && !sb->env))
+		return sbx_fail(SANDBOX_E_NOMEM, "sandbox");
+	if ((rc = sbx_accel_resolve(o->accel)) < 0)
+		return rc;
+	sb->accel = (unsigned)rc;
+	if ((rc = sbx_image_load(o->image, img)) ||
+	    (rc = sbx_runtime_get(o->libvirt_uri, o->state_dir, &sb->rt)))
+		return rc;
+	if ((rc = sbx_audit_open(&sb->audit, o, sb->id, sb->metadata, sb->metadata_count)))
+		return rc;
+	sb->audit_open = 1;
+	if ((rc = make_dir(sb)) || (rc = make_overlay(sb, img)))
+		return rc;
+	if (o->timeout_s)
+		sb->deadline_ms = sbx_now_ms() + (int64_t)o->timeout_s * 1000;
+	if ((rc = start_domain(sb, img, o)))
+		return rc;
+	return boot(sb, o);
+}
+
+SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts,
+			       unsigned int flags)
+{
+	sbx_clear_error();
+	sandbox_options_t defaults = SANDBOX_OPTIONS_INIT;
+	const sandbox_options_t *o = opts ? opts : &defaults;
+	int rc = create_checks(out, o, flags);
+	if (rc)
+		return rc;
+	struct sandbox *sb = sandbox_alloc(o);
+	if (!sb)
+		return sbx_fail(SANDBOX_E_NOMEM, "sandbox");
+	sb->created_us = sbx_now_us();
+	struct sbx_image img;
+	memset(&img, 0, sizeof img);
+	rc = create_steps(sb, o, &img);
+	if (rc) {
+		char saved[1024];
+		sbx_error_save(saved, sizeof saved);
+		teardown(sb);
+		close_fds(sb);
+		if (sb->audit_open)
+			sbx_audit_close(&sb->audit);
+		sbx_image_free(&img);
+		sandbox_dealloc(sb);
+		sbx_error_restore(saved);
+		return rc;
+	}
+	sbx_image_free(&img);
+	sbx_runtime_add(sb->rt, sb);
+	audit_create(sb, o, (double)(sbx_now_us() - sb->created_us) / 1000.0);
+	*out = sb;
+	return 0;
+}
+
+/* ---- kill and free */
+
+void sbx_kill_internal(struct sandbox *sb, const char *reason, int from_io)
+{
+	if (from_io) {
+		if (pthread_mutex_trylock(&sb->kill_lock) != 0)
+			return; /* someone else is killing it and will join us */
+	} else {
+		pthread_mutex_lock(&sb->kill_lock);
+	}
+	if (sb->killed) {
+		pthread_mutex_unlock(&sb->kill_lock);
+		return;
+	}
+	sb->killed = 1;
+	pthread_mutex_lock(&sb->lock);
+	sbx_mark_dead_locked(sb, SANDBOX_E_DEAD, reason);
+	pthread_mutex_unlock(&sb->lock);
+	teardown(sb); /* joins the I/O thread unless we are it */
+	sbx_runtime_remove(sb->rt, sb);
+	struct sbx_json j;
+	sbx_audit_begin(&sb->audit, &j, "sandbox.kill");
+	sbx_json_str(&j, "reason", reason);
+	sbx_json_double(&j, "lifetime_ms", (double)(sbx_now_us() - sb->created_us) / 1000.0);
+	sbx_audit_emit(&sb->audit, &j);
+	pthread_mutex_unlock(&sb->kill_lock);
+}
+
+SANDBOX_API int sandbox_kill(sandbox_t *sb, unsigned int flags)
+{
+	sbx_clear_error();
+	if (!sb)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_kill: sandbox is NULL");
+	if (flags)
+		return sbx_fail(SANDBOX_E_FLAGS, "sandbox_kill: unknown flags 0x%x", flags);
+	sbx_kill_internal(sb, "killed by the caller", 0);
+	return 0;
+}
+
+void sbx_sandbox_unref(struct sandbox *sb)
+{
+	if (atomic_fetch_sub(&sb->refs, 1) != 1)
+		return;
+	sbx_kill_internal(sb, "freed while running", 0);
+	sbx_chan_stop(sb); /* the I/O thread may have killed it itself */
+	pthread_mutex_lock(&sb->lock);
+	sbx_procs_fail_locked(sb);
+	pthread_mutex_unlock(&sb->lock);
+	close_fds(sb);
+	sbx_audit_close(&sb->audit);
+	sandbox_dealloc(sb);
+}
+
+SANDBOX_API void sandbox_free(sandbox_t *sb)
+{
+	if (sb)
+		sbx_sandbox_unref(sb);
+}
+
+/* ---- accessors */
+
+SANDBOX_API const char *sandbox_id(const sandbox_t *sb)
+{
+	return sb ? sb->id : NULL;
+}
+
+SANDBOX_API int sandbox_is_running(sandbox_t *sb)
+{
+	if (!sb)
+		return 0;
+	pthread_mutex_lock(&sb->lock);
+	int up = sb->state == SBX_RUNNING;
+	pthread_mutex_unlock(&sb->lock);
+	return up;
+}
+
+SANDBOX_API const char *sandbox_metadata_get(const sandbox_t *sb, const char *key)
+{
+	if (!sb || !key)
+		return NULL;
+	for (size_t i = 0; i < sb->metadata_count; i++)
+		if (!strcmp(sb->metadata[i].key, key))
+			return sb->metadata[i].value;
+	return NULL;
+}
+
+SANDBOX_API size_t sandbox_metadata_count(const sandbox_t *sb)
+{
+	return sb ? sb->metadata_count : 0;
+}
+
+SANDBOX_API int sandbox_metadata_at(const sandbox_t *sb, size_t i, const char **key,
+				    const char **value)
+{
+	if (!sb || !key || !value)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_metadata_at: NULL argument");
+	if (i >= sb->metadata_count)
+		return sbx_fail(SANDBOX_E_INVAL, "metadata index %zu out of range", i);
+	*key = sb->metadata[i].key;
+	*value = sb->metadata[i].value;
+	return 0;
+}
+
+struct list_acc {
+	sandbox_t **v;
+	size_t n, cap;
+	int oom;
+};
+
+static void collect(struct sbx_runtime *rt, void *arg)
+{
+	struct list_acc *a = arg;
+	pthread_mutex_lock(&rt->lock);
+	for (struct sandbox *sb = rt->live; sb; sb = sb->rt_next) {
+		if (a->n == a->cap) {
+			size_t cap = a->cap ? a->cap * 2 : 8;
+			sandbox_t **v = realloc(a->v, cap * sizeof *v);
+			if (!v) {
+				a->oom = 1;
+				break;
+			}
+			a->v = v;
+			a->cap = cap;
+		}
+		sbx_sandbox_ref(sb);
+		a->v[a->n++] = sb;
+	}
+	pthread_mutex_unlock(&rt->lock);
+}
+
+SANDBOX_API int sandbox_list(sandbox_t ***list, size_t *count, unsigned int flags)
+{
+	sbx_clear_error();
+	if (!list || !count)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_list: NULL argument");
+	*list = NULL;
+	*count = 0;
+	if (flags)
+		return sbx_fail(SANDBOX_E_FLAGS, "sandbox_list: unknown flags 0x%x", flags);
+	struct list_acc a = {0};
+	sbx_runtime_foreach(collect, &a);
+	if (a.oom) {
+		sandbox_list_free(a.v, a.n);
+		return sbx_fail(SANDBOX_E_NOMEM, "sandbox_list");
+	}
+	*list = a.v;
+	*count = a.n;
+	return 0;
+}
+
+SANDBOX_API void sandbox_list_free(sandbox_t **list, size_t count)
+{
+	for (size_t i = 0; list && i < count; i++)
+		sandbox_free(list[i]);
+	free(list);
+}
+
+SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags)
+{
+	sbx_clear_error();
+	if (!sb)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_ping: sandbox is NULL");
+	if (flags)
+		return sbx_fail(SANDBOX_E_FLAGS, "sandbox_ping: unknown flags 0x%x", flags);
+	pthread_mutex_lock(&sb->lock);
+	uint64_t before = sb->pongs;
+	pthread_mutex_unlock(&sb->lock);
+	int rc = sbx_chan_send(sb, SBX_T_PING, 0, "ping", 4);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&sb->lock);
+	while (sb->pongs == before && sb->state == SBX_RUNNING)
+		pthread_cond_wait(&sb->cond, &sb->lock);
+	rc = sb->pongs != before ? 0
+				 : sbx_fail(SANDBOX_E_DEAD, "sandbox %s died: %s", sb->id,
+					    sb->dead_reason);
+	pthread_mutex_unlock(&sb->lock);
+	return rc;
+}

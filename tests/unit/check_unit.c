@@ -1,0 +1,505 @@
+/* Unit tests for the library's internal modules: no VM needed. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "accel.h"
+#include "domain_xml.h"
+#include "error.h"
+#include "image.h"
+#include "json.h"
+#include "options.h"
+#include "proto.h"
+#include "util.h"
+
+/* ---------------------------------------------------------------- proto */
+
+START_TEST(proto_header_roundtrip)
+{
+	struct sbx_frame_hdr h = {.len = 1234, .type = SBX_T_STDOUT, .stream = 77}, g;
+	uint8_t b[SBX_PROTO_HDR_SIZE];
+	sbx_hdr_pack(b, &h);
+	ck_assert_int_eq(b[0], 1234 & 0xff); /* little-endian on the wire */
+	ck_assert_int_eq(b[1], 1234 >> 8);
+	ck_assert_int_eq(sbx_hdr_unpack(b, &g), 0);
+	ck_assert_uint_eq(g.len, 1234);
+	ck_assert_uint_eq(g.type, SBX_T_STDOUT);
+	ck_assert_uint_eq(g.stream, 77);
+}
+END_TEST
+
+START_TEST(proto_header_rejects_oversize_and_reserved)
+{
+	struct sbx_frame_hdr h = {.len = SBX_PROTO_MAX_PAYLOAD + 1, .type = 1}, g;
+	uint8_t b[SBX_PROTO_HDR_SIZE];
+	sbx_hdr_pack(b, &h);
+	ck_assert_int_eq(sbx_hdr_unpack(b, &g), -1);
+	h.len = 10;
+	h.reserved = 1;
+	sbx_hdr_pack(b, &h);
+	ck_assert_int_eq(sbx_hdr_unpack(b, &g), -1);
+	h.reserved = 0;
+	h.flags = 0x80;
+	sbx_hdr_pack(b, &h);
+	ck_assert_int_eq(sbx_hdr_unpack(b, &g), -1);
+}
+END_TEST
+
+static size_t build_start(uint8_t *buf, size_t cap, uint32_t argc, const char **argv,
+			  uint32_t envc, const char **env)
+{
+	struct sbx_wr w;
+	sbx_wr_init(&w, buf, cap);
+	sbx_wr_u32(&w, 0);
+	sbx_wr_u32(&w, 500);
+	sbx_wr_u32(&w, argc);
+	sbx_wr_u32(&w, envc);
+	sbx_wr_str(&w, "/tmp", 4);
+	for (uint32_t i = 0; i < argc; i++)
+		sbx_wr_str(&w, argv[i], strlen(argv[i]));
+	for (uint32_t i = 0; i < envc; i++)
+		sbx_wr_str(&w, env[i], strlen(env[i]));
+	ck_assert(!w.bad);
+	return w.off;
+}
+
+START_TEST(proto_exec_start_decode)
+{
+	uint8_t buf[512];
+	const char *argv[] = {"sh", "-c", "echo hi"};
+	const char *env[] = {"A=1", "PATH=/bin"};
+	size_t n = build_start(buf, sizeof buf, 3, argv, 2, env);
+	const char *av[8], *ev[8];
+	uint32_t al[8], el[8];
+	struct sbx_exec_start s = {.argv = av, .argv_len = al, .env = ev, .env_len = el};
+	ck_assert_int_eq(sbx_exec_start_decode(buf, n, &s, 8, 8), 0);
+	ck_assert_uint_eq(s.argc, 3);
+	ck_assert_uint_eq(s.timeout_ms, 500);
+	ck_assert_int_eq(memcmp(s.argv[2], "echo hi", al[2]), 0);
+	ck_assert_int_eq(memcmp(s.cwd, "/tmp", s.cwd_len), 0);
+	/* every truncation of a valid frame is rejected, never over-read */
+	for (size_t cut = 0; cut < n; cut++)
+		ck_assert_int_eq(sbx_exec_start_decode(buf, cut, &s, 8, 8), -1);
+	/* trailing garbage is rejected */
+	buf[n] = 0;
+	ck_assert_int_eq(sbx_exec_start_decode(buf, n + 1, &s, 8, 8), -1);
+	/* more args than the caller's capacity */
+	ck_assert_int_eq(sbx_exec_start_decode(buf, n, &s, 2, 8), -1);
+}
+END_TEST
+
+START_TEST(proto_exec_start_rejects_bad_env_and_nul)
+{
+	uint8_t buf[512];
+	const char *argv[] = {"ls"};
+	const char *bad_env[] = {"NOEQUALS"};
+	size_t n = build_start(buf, sizeof buf, 1, argv, 1, bad_env);
+	const char *av[4], *ev[4];
+	uint32_t al[4], el[4];
+	struct sbx_exec_start s = {.argv = av, .argv_len = al, .env = ev, .env_len = el};
+	ck_assert_int_eq(sbx_exec_start_decode(buf, n, &s, 4, 4), -1);
+	const char *nul_arg[] = {"l\0s"};
+	struct sbx_wr w;
+	sbx_wr_init(&w, buf, sizeof buf);
+	sbx_wr_u32(&w, 0);
+	sbx_wr_u32(&w, 0);
+	sbx_wr_u32(&w, 1);
+	sbx_wr_u32(&w, 0);
+	sbx_wr_str(&w, "", 0);
+	sbx_wr_str(&w, nul_arg[0], 3);
+	ck_assert_int_eq(sbx_exec_start_decode(buf, w.off, &s, 4, 4), -1);
+}
+END_TEST
+
+START_TEST(proto_exit_roundtrip_and_bounds)
+{
+	uint8_t b[8];
+	struct sbx_exit e = {.kind = SBX_EXIT_SIGNAL, .timed_out = 1, .value = 9}, g;
+	size_t n = sbx_exit_encode(b, &e);
+	ck_assert_uint_eq(n, 8);
+	ck_assert_int_eq(sbx_exit_decode(b, n, &g), 0);
+	ck_assert_int_eq(g.value, 9);
+	ck_assert_int_eq(g.timed_out, 1);
+	e.kind = SBX_EXIT_CODE;
+	e.value = 256;
+	sbx_exit_encode(b, &e);
+	ck_assert_int_eq(sbx_exit_decode(b, n, &g), -1);
+	e.kind = 7;
+	e.value = 1;
+	sbx_exit_encode(b, &e);
+	ck_assert_int_eq(sbx_exit_decode(b, n, &g), -1);
+	ck_assert_int_eq(sbx_exit_decode(b, 7, &g), -1);
+}
+END_TEST
+
+/* ----------------------------------------------------------------- json */
+
+START_TEST(json_escapes_everything)
+{
+	struct sbx_json j;
+	sbx_json_init(&j);
+	sbx_json_open(&j, NULL);
+	sbx_json_str(&j, "a\"b", "x\"\\\n\x01\x7f");
+	sbx_json_strn(&j, "bad", "\xff\xc3(ok", 5);
+	sbx_json_int(&j, "n", -42);
+	sbx_json_open_array(&j, "v");
+	sbx_json_str(&j, NULL, "\xe2\x82\xac");
+	sbx_json_close_array(&j);
+	sbx_json_close(&j);
+	ck_assert_str_eq(j.buf, "{\"a\\\"b\":\"x\\\"\\\\\\u000a\\u0001\\u007f\","
+				"\"bad\":\"\\ufffd\\ufffd(ok\",\"n\":-42,\"v\":[\"\xe2\x82\xac\"]}");
+	sbx_json_free(&j);
+}
+END_TEST
+
+/* -------------------------------------------------------------- options */
+
+START_TEST(options_init_and_defaults)
+{
+	sandbox_options_t o;
+	ck_assert_int_eq(sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION), 0);
+	ck_assert_uint_eq(o.memory_mb, 512);
+	ck_assert_uint_eq(o.vcpus, 1);
+	ck_assert_int_eq(sbx_options_validate(&o), 0);
+	ck_assert_int_eq(sandbox_options_init(&o, 99), SANDBOX_E_VERSION);
+	ck_assert_int_eq(sandbox_options_init(NULL, 1), SANDBOX_E_INVAL);
+}
+END_TEST
+
+static int validate_with(void (*mut)(sandbox_options_t *))
+{
+	sandbox_options_t o;
+	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
+	mut(&o);
+	return sbx_options_validate(&o);
+}
+
+static void mem0(sandbox_options_t *o) { o->memory_mb = 0; }
+static void mem_huge(sandbox_options_t *o) { o->memory_mb = 1u << 30; }
+static void vcpu0(sandbox_options_t *o) { o->vcpus = 0; }
+static void rel_workdir(sandbox_options_t *o) { o->workdir = "tmp"; }
+static void bad_env(sandbox_options_t *o)
+{
+	static const char *env[] = {"1BAD=x", NULL};
+	o->env = env;
+}
+static void dup_meta(sandbox_options_t *o)
+{
+	static const sandbox_kv_t kv[] = {{"a", "1"}, {"a", "2"}};
+	o->metadata = kv;
+	o->metadata_count = 2;
+}
+static void null_meta(sandbox_options_t *o) { o->metadata_count = 3; }
+static void allow_net(sandbox_options_t *o)
+{
+	static const char *list[] = {NULL};
+	o->allow_net = list;
+}
+static void secret(sandbox_options_t *o)
+{
+	static const char *hosts[] = {"api.example.test", NULL};
+	static const sandbox_secret_t s[] = {{"KEY", "value", hosts, 0}};
+	o->secrets = s;
+	o->secrets_count = 1;
+}
+static void bad_secret(sandbox_options_t *o)
+{
+	static const sandbox_secret_t s[] = {{"KEY", "value", NULL, 0}};
+	o->secrets = s;
+	o->secrets_count = 1;
+}
+static void volume(sandbox_options_t *o)
+{
+	static const sandbox_volume_t v[] = {{"/tmp", "/mnt", 0}};
+	o->volumes = v;
+	o->volumes_count = 1;
+}
+static void bad_accel(sandbox_options_t *o) { o->accel = (sandbox_accel_t)7; }
+static void bad_version(sandbox_options_t *o) { o->version = 2; }
+
+START_TEST(options_rejections_are_specific)
+{
+	ck_assert_int_eq(validate_with(mem0), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "memory_mb"));
+	ck_assert_int_eq(validate_with(mem_huge), SANDBOX_E_INVAL);
+	ck_assert_int_eq(validate_with(vcpu0), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "vcpus"));
+	ck_assert_int_eq(validate_with(rel_workdir), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "workdir"));
+	ck_assert_int_eq(validate_with(bad_env), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "1BAD"));
+	ck_assert_int_eq(validate_with(dup_meta), SANDBOX_E_INVAL);
+	ck_assert_int_eq(validate_with(null_meta), SANDBOX_E_INVAL);
+	ck_assert_int_eq(validate_with(bad_accel), SANDBOX_E_INVAL);
+	ck_assert_int_eq(validate_with(bad_version), SANDBOX_E_VERSION);
+	ck_assert_int_eq(validate_with(bad_secret), SANDBOX_E_INVAL);
+}
+END_TEST
+
+START_TEST(options_unimplemented_are_refused)
+{
+	ck_assert_int_eq(validate_with(allow_net), SANDBOX_E_UNSUPPORTED);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "allow_net"));
+	ck_assert_int_eq(validate_with(secret), SANDBOX_E_UNSUPPORTED);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "secrets"));
+	ck_assert_int_eq(validate_with(volume), SANDBOX_E_UNSUPPORTED);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "volumes"));
+}
+END_TEST
+
+START_TEST(argv_validation)
+{
+	const char *empty[] = {NULL};
+	const char *blank[] = {"", NULL};
+	const char *ok[] = {"ls", "-l", NULL};
+	ck_assert_int_eq(sbx_argv_validate(NULL), SANDBOX_E_INVAL);
+	ck_assert_int_eq(sbx_argv_validate(empty), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "empty"));
+	ck_assert_int_eq(sbx_argv_validate(blank), SANDBOX_E_INVAL);
+	ck_assert_int_eq(sbx_argv_validate(ok), 0);
+	sandbox_exec_options_t e;
+	sandbox_exec_options_init(&e, SANDBOX_EXEC_OPTIONS_VERSION);
+	e.cwd = "relative/dir";
+	ck_assert_int_eq(sbx_exec_options_validate(&e), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "cwd"));
+}
+END_TEST
+
+START_TEST(strerror_covers_all_codes)
+{
+	for (int c = 0; c >= SANDBOX_E_ABORTED; c--)
+		ck_assert_str_ne(sandbox_strerror(c), "unknown error code");
+	ck_assert_str_eq(sandbox_strerror(-1000), "unknown error code");
+}
+END_TEST
+
+/* ---------------------------------------------------------------- accel */
+
+static char tmpl[64];
+
+static void mkfake(const char *mod)
+{
+	char p[256];
+	snprintf(p, sizeof p, "%s/sys/module/%s", tmpl, mod);
+	ck_assert_int_eq(sbx_mkdirs(p, 0755), 0);
+}
+
+START_TEST(accel_detection_uses_vendor_module)
+{
+	strcpy(tmpl, "/tmp/sbx-accel-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpl));
+	char dev[256], why[256];
+	snprintf(dev, sizeof dev, "%s/kvm", tmpl);
+	/* no device: TCG */
+	ck_assert_int_eq(sbx_accel_detect(tmpl, dev, why, sizeof why), SANDBOX_ACCEL_TCG);
+	FILE *f = fopen(dev, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	/* device but no vendor module: TCG */
+	mkfake("kvm");
+	ck_assert_int_eq(sbx_accel_detect(tmpl, dev, why, sizeof why), SANDBOX_ACCEL_TCG);
+	/* PVM: TCG, even with the device usable */
+	mkfake("kvm_pvm");
+	ck_assert_int_eq(sbx_accel_detect(tmpl, dev, why, sizeof why), SANDBOX_ACCEL_TCG);
+	ck_assert_ptr_nonnull(strstr(why, "kvm_pvm"));
+	sbx_rmtree(tmpl);
+	ck_assert_ptr_nonnull(mkdtemp(strcpy(tmpl, "/tmp/sbx-accel-XXXXXX")));
+	snprintf(dev, sizeof dev, "%s/kvm", tmpl);
+	f = fopen(dev, "w");
+	fclose(f);
+	mkfake("kvm_intel");
+	ck_assert_int_eq(sbx_accel_detect(tmpl, dev, why, sizeof why), SANDBOX_ACCEL_KVM);
+	sbx_rmtree(tmpl);
+}
+END_TEST
+
+START_TEST(accel_env_override)
+{
+	setenv("SANDBOX_ACCEL", "tcg", 1);
+	ck_assert_int_eq(sbx_accel_resolve(SANDBOX_ACCEL_AUTO), SANDBOX_ACCEL_TCG);
+	setenv("SANDBOX_ACCEL", "bogus", 1);
+	ck_assert_int_eq(sbx_accel_resolve(SANDBOX_ACCEL_AUTO), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "SANDBOX_ACCEL"));
+	/* an explicit option wins over the environment */
+	ck_assert_int_eq(sbx_accel_resolve(SANDBOX_ACCEL_TCG), SANDBOX_ACCEL_TCG);
+	unsetenv("SANDBOX_ACCEL");
+	/* on this machine (PVM or no KVM) an explicit KVM request is refused
+	 * unless a vendor module really is loaded */
+	int expect = access("/sys/module/kvm_intel", F_OK) == 0 ||
+				     access("/sys/module/kvm_amd", F_OK) == 0
+			     ? SANDBOX_ACCEL_KVM
+			     : SANDBOX_E_ACCEL;
+	if (access("/sys/module/kvm_pvm", F_OK) == 0 || access("/dev/kvm", R_OK | W_OK) != 0)
+		expect = SANDBOX_E_ACCEL;
+	ck_assert_int_eq(sbx_accel_resolve(SANDBOX_ACCEL_KVM), expect);
+}
+END_TEST
+
+/* ----------------------------------------------------------- domain xml */
+
+START_TEST(domain_xml_escapes_and_roundtrips_metadata)
+{
+	struct sbx_domain_spec s = {
+		.name = "sbx-test",
+		.memory_mb = 256,
+		.vcpus = 1,
+		.kernel = "/k",
+		.initrd = "/i",
+		.cmdline = "console=ttyS0 </cmdline><evil/>",
+		.disk = "/d'\"&.qcow2",
+		.agent_socket = "/s.sock",
+		.console_log = "/c.log",
+		.state_dir = "/var/lib/x&y",
+	};
+	char *xml = sbx_domain_xml(&s);
+	ck_assert_ptr_nonnull(xml);
+	ck_assert_ptr_null(strstr(xml, "<evil/>"));
+	ck_assert_ptr_nonnull(strstr(xml, "&lt;/cmdline&gt;&lt;evil/&gt;"));
+	ck_assert_ptr_nonnull(strstr(xml, "<domain type=\"qemu\">"));
+	ck_assert_ptr_nonnull(strstr(xml, "relabel=\"no\""));
+	ck_assert_ptr_nonnull(strstr(xml, "org.libsandbox.agent"));
+	free(xml);
+	s.kvm = 1;
+	xml = sbx_domain_xml(&s);
+	ck_assert_ptr_nonnull(strstr(xml, "<domain type=\"kvm\">"));
+	ck_assert_ptr_nonnull(strstr(xml, "host-passthrough"));
+	free(xml);
+	char *dir = sbx_domain_xml_state_dir(
+		"<sbx:sandbox xmlns:sbx=\"" SBX_XML_NS "\"><sbx:state_dir>/var/lib/x&amp;y"
+		"</sbx:state_dir></sbx:sandbox>");
+	ck_assert_str_eq(dir, "/var/lib/x&y");
+	free(dir);
+	ck_assert_ptr_null(sbx_domain_xml_state_dir("<not xml"));
+}
+END_TEST
+
+/* ---------------------------------------------------------------- image */
+
+static void write_file(const char *dir, const char *name, const void *data, size_t n)
+{
+	char p[512];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	FILE *f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+	fclose(f);
+}
+
+static void make_fake_image(const char *dir, size_t rootfs_size_claim)
+{
+	uint8_t kernel[64] = {0x7f, 'E', 'L', 'F'};
+	uint8_t initrd[16] = {0x1f, 0x8b};
+	static uint8_t rootfs[2048];
+	rootfs[1080] = 0x53;
+	rootfs[1081] = 0xef;
+	write_file(dir, "vmlinux", kernel, sizeof kernel);
+	write_file(dir, "initrd.img", initrd, sizeof initrd);
+	write_file(dir, "rootfs.img", rootfs, sizeof rootfs);
+	char mf[512];
+	int n = snprintf(mf, sizeof mf,
+			 "format=1\nkernel=vmlinux\nkernel_size=64\ninitrd=initrd.img\n"
+			 "initrd_size=16\nrootfs=rootfs.img\nrootfs_size=%zu\ncmdline=console=ttyS0 "
+			 "quiet\n",
+			 rootfs_size_claim);
+	write_file(dir, "manifest", mf, (size_t)n);
+}
+
+START_TEST(image_validation)
+{
+	char dir[] = "/tmp/sbx-image-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	struct sbx_image img;
+	/* missing */
+	ck_assert_int_eq(sbx_image_load(dir, &img), SANDBOX_E_IMAGE);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "manifest"));
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "make image"));
+	/* good */
+	make_fake_image(dir, 2048);
+	ck_assert_int_eq(sbx_image_load(dir, &img), 0);
+	ck_assert_str_eq(img.cmdline, "console=ttyS0 quiet");
+	sbx_image_free(&img);
+	/* truncated rootfs: size mismatch */
+	make_fake_image(dir, 4096);
+	ck_assert_int_eq(sbx_image_load(dir, &img), SANDBOX_E_IMAGE);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "rootfs.img"));
+	/* corrupt kernel magic */
+	make_fake_image(dir, 2048);
+	uint8_t junk[64] = {0};
+	write_file(dir, "vmlinux", junk, sizeof junk);
+	ck_assert_int_eq(sbx_image_load(dir, &img), SANDBOX_E_IMAGE);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "ELF"));
+	/* relative dir */
+	ck_assert_int_eq(sbx_image_load("rel/dir", &img), SANDBOX_E_INVAL);
+	sbx_rmtree(dir);
+}
+END_TEST
+
+/* ----------------------------------------------------------------- util */
+
+START_TEST(util_rmtree_does_not_follow_symlinks)
+{
+	char dir[] = "/tmp/sbx-rm-XXXXXX", keep[] = "/tmp/sbx-keep-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_ptr_nonnull(mkdtemp(keep));
+	char p[256], k[256];
+	snprintf(k, sizeof k, "%s/precious", keep);
+	write_file(keep, "precious", "x", 1);
+	snprintf(p, sizeof p, "%s/link", dir);
+	ck_assert_int_eq(symlink(keep, p), 0);
+	snprintf(p, sizeof p, "%s/a/b", dir);
+	ck_assert_int_eq(sbx_mkdirs(p, 0755), 0);
+	ck_assert_int_eq(sbx_rmtree(dir), 0);
+	ck_assert_int_ne(access(dir, F_OK), 0);
+	ck_assert_int_eq(access(k, F_OK), 0);
+	sbx_rmtree(keep);
+}
+END_TEST
+
+START_TEST(util_run_reports_status_and_stderr)
+{
+	const char *ok[] = {"sh", "-c", "echo oops >&2; exit 3", NULL};
+	char err[64];
+	ck_assert_int_eq(sbx_run(ok, err, sizeof err), 3);
+	ck_assert_str_eq(err, "oops\n");
+	const char *missing[] = {"/nonexistent/binary", NULL};
+	ck_assert_int_lt(sbx_run(missing, NULL, 0), 0);
+}
+END_TEST
+
+static Suite *unit_suite(void)
+{
+	Suite *s = suite_create("unit");
+	TCase *t = tcase_create("core");
+	tcase_add_test(t, proto_header_roundtrip);
+	tcase_add_test(t, proto_header_rejects_oversize_and_reserved);
+	tcase_add_test(t, proto_exec_start_decode);
+	tcase_add_test(t, proto_exec_start_rejects_bad_env_and_nul);
+	tcase_add_test(t, proto_exit_roundtrip_and_bounds);
+	tcase_add_test(t, json_escapes_everything);
+	tcase_add_test(t, options_init_and_defaults);
+	tcase_add_test(t, options_rejections_are_specific);
+	tcase_add_test(t, options_unimplemented_are_refused);
+	tcase_add_test(t, argv_validation);
+	tcase_add_test(t, strerror_covers_all_codes);
+	tcase_add_test(t, accel_detection_uses_vendor_module);
+	tcase_add_test(t, accel_env_override);
+	tcase_add_test(t, domain_xml_escapes_and_roundtrips_metadata);
+	tcase_add_test(t, image_validation);
+	tcase_add_test(t, util_rmtree_does_not_follow_symlinks);
+	tcase_add_test(t, util_run_reports_status_and_stderr);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(unit_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
