@@ -299,12 +299,15 @@ static int drain_frames(struct sandbox *sb, uint8_t *buf, size_t *len, char *why
 	return rc;
 }
 
+/* Wake at least once a second so a lifetime set after start-up (it
+ * counts from the moment the agent is ready) is noticed. */
 static int poll_timeout(struct sandbox *sb)
 {
-	if (!sb->deadline_ms)
-		return -1;
-	int64_t left = sb->deadline_ms - sbx_now_ms();
-	return left <= 0 ? 0 : (left > 60000 ? 60000 : (int)left);
+	int64_t deadline = sb->deadline_ms;
+	if (!deadline)
+		return 1000;
+	int64_t left = deadline - sbx_now_ms();
+	return left <= 0 ? 0 : (left > 1000 ? 1000 : (int)left);
 }
 
 static void *io_main(void *arg)
@@ -322,7 +325,8 @@ static void *io_main(void *arg)
 			reason = "poll failed";
 		if (pfd[1].revents)
 			break; /* stop requested */
-		if (sb->deadline_ms && sbx_now_ms() >= sb->deadline_ms) {
+		int64_t deadline = sb->deadline_ms;
+		if (deadline && sbx_now_ms() >= deadline) {
 			reason = "lifetime timeout expired";
 			break;
 		}

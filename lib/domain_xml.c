@@ -37,6 +37,18 @@ static void add_os(xmlNodePtr dom, const struct sbx_domain_spec *s)
 	child(os, "cmdline", s->cmdline);
 }
 
+/* qboot does not program PCIe root ports, so a device behind one stays in
+ * D3cold and the guest never sees it. Put ours straight on the root bus. */
+static void root_bus_slot(xmlNodePtr n, const char *slot)
+{
+	xmlNodePtr a = child(n, "address", NULL);
+	attr(a, "type", "pci");
+	attr(a, "domain", "0x0000");
+	attr(a, "bus", "0x00");
+	attr(a, "slot", slot);
+	attr(a, "function", "0x0");
+}
+
 static void add_devices(xmlNodePtr dom, const struct sbx_domain_spec *s)
 {
 	xmlNodePtr dev = child(dom, "devices", NULL);
@@ -59,6 +71,12 @@ static void add_devices(xmlNodePtr dom, const struct sbx_domain_spec *s)
 	xmlNodePtr tgt = child(disk, "target", NULL);
 	attr(tgt, "dev", "vda");
 	attr(tgt, "bus", "virtio");
+	root_bus_slot(disk, "0x02");
+
+	xmlNodePtr vs = child(dev, "controller", NULL);
+	attr(vs, "type", "virtio-serial");
+	attr(vs, "index", "0");
+	root_bus_slot(vs, "0x03");
 
 	xmlNodePtr ser = child(dev, "serial", NULL);
 	attr(ser, "type", "file");

@@ -646,6 +646,8 @@ static int feed_stdin(struct sandbox_proc *p, const uint8_t **data, size_t *left
 	int rc = sbx_chan_send(sb, SBX_T_STDIN, p->stream, *data, n);
 	*data += n;
 	*left -= n;
+	if (!rc && !*left) /* EOF right away: the command may be waiting for it */
+		rc = sandbox_proc_close_stdin(p, 0);
 	return rc;
 }
 

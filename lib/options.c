@@ -3,6 +3,7 @@
 #include "options.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "proto.h"
@@ -140,6 +141,12 @@ int sbx_options_validate(const sandbox_options_t *o)
 	if (o->memory_mb < SBX_MIN_MEMORY_MB || o->memory_mb > SBX_MAX_MEMORY_MB)
 		return sbx_fail(SANDBOX_E_INVAL, "memory_mb must be %u..%u, got %u",
 				SBX_MIN_MEMORY_MB, SBX_MAX_MEMORY_MB, o->memory_mb);
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	unsigned long long host_mb =
+		pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page >> 20 : 0;
+	if (host_mb && o->memory_mb > host_mb)
+		return sbx_fail(SANDBOX_E_INVAL, "memory_mb %u is more than this host's %llu MiB of RAM",
+				o->memory_mb, host_mb);
 	if (o->vcpus < 1 || o->vcpus > SBX_MAX_VCPUS)
 		return sbx_fail(SANDBOX_E_INVAL, "vcpus must be 1..%u, got %u", SBX_MAX_VCPUS,
 				o->vcpus);

@@ -296,11 +296,11 @@ static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct s
 	sb->audit_open = 1;
 	if ((rc = make_dir(sb)) || (rc = make_overlay(sb, img)))
 		return rc;
-	if (o->timeout_s)
-		sb->deadline_ms = sbx_now_ms() + (int64_t)o->timeout_s * 1000;
-	if ((rc = start_domain(sb, img, o)))
+	if ((rc = start_domain(sb, img, o)) || (rc = boot(sb, o)))
 		return rc;
-	return boot(sb, o);
+	if (o->timeout_s) /* the lifetime counts from the moment it is usable */
+		sb->deadline_ms = sbx_now_ms() + (int64_t)o->timeout_s * 1000;
+	return 0;
 }
 
 SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts,

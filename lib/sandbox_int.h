@@ -80,7 +80,7 @@ struct sandbox {
 	uint32_t next_stream;
 	struct sandbox_proc *procs;
 	uint64_t pongs;
-	int64_t deadline_ms; /* lifetime end (monotonic), 0: none */
+	_Atomic int64_t deadline_ms; /* lifetime end (monotonic), 0: none */
 
 	pthread_mutex_t kill_lock;
 	int killed;

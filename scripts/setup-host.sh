@@ -1,0 +1,55 @@
+#!/bin/bash
+# Prepare a Debian 12 host for building and running libsandbox: Debian
+# packages, the libvirt QEMU user, /dev/kvm permissions. Idempotent and
+# quiet when there is nothing to do. Must run as root.
+set -euo pipefail
+
+PACKAGES=(
+	# build
+	build-essential autoconf automake libtool pkg-config clang
+	libvirt-dev libxml2-dev libssl-dev libc-ares-dev check
+	# run: libvirt's QEMU driver, QEMU, qemu-img, qboot
+	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+	qemu-system-x86 qemu-utils
+	# guest image recipe
+	mmdebstrap busybox-static e2fsprogs cpio xz-utils kmod
+	# tests and benchmarks
+	valgrind python3 openssl dnsutils iproute2 procps
+)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+	echo "setup-host.sh must run as root (it installs packages)" >&2
+	exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	case "$p" in \#*) continue ;; esac
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >/dev/null
+	# libvirt-daemon-system's postinst may try to start services; there is
+	# no init system in containers, which is fine.
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/libsandbox-apt.log 2>&1 || {
+		tail -20 /tmp/libsandbox-apt.log >&2
+		exit 1
+	}
+fi
+
+# The QEMU user libvirt runs guests as (created by libvirt-daemon-system).
+id libvirt-qemu >/dev/null 2>&1 || { echo "user libvirt-qemu missing after install" >&2; exit 1; }
+
+# libvirt re-probes QEMU on every call when its user cannot open /dev/kvm
+# (see PLATFORM.md), so give the kvm group access even where TCG is used.
+if [ -e /dev/kvm ]; then
+	getent group kvm >/dev/null || groupadd -r kvm
+	id -nG libvirt-qemu | grep -qw kvm || usermod -aG kvm libvirt-qemu
+	chgrp kvm /dev/kvm
+	chmod 0660 /dev/kvm
+fi
+log "host ready"
