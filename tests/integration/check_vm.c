@@ -79,6 +79,10 @@ static void assert_gone(const char *id)
 {
 	char dir[512];
 	snprintf(dir, sizeof dir, "%s/sandboxes/%s", vt_state_dir(), id);
+	/* a sandbox that died by itself (lifetime, crash) is cleaned up by its
+	 * I/O thread just after waiters are released: allow it a moment */
+	for (int i = 0; i < 300 && (access(dir, F_OK) == 0 || vt_qemu_pid(id)); i++)
+		usleep(100000);
 	ck_assert_msg(access(dir, F_OK) != 0, "sandbox dir %s still exists", dir);
 	ck_assert_msg(vt_qemu_pid(id) == 0, "QEMU for sandbox %s still running", id);
 }
