@@ -272,8 +272,9 @@ static void flush_abandoned_credit(struct sandbox *sb)
 	}
 }
 
-/* Decode all complete frames in buf[0..*len), shifting the remainder. */
-static int drain_frames(struct sandbox *sb, uint8_t *buf, size_t *len, char *why, size_t cap)
+/* Decode all complete frames in buf[0..*len), shifting the remainder.
+ * Exposed (sandbox_int.h) for the fuzz target. */
+int sbx_chan_decode(struct sandbox *sb, uint8_t *buf, size_t *len, char *why, size_t cap)
 {
 	size_t off = 0;
 	int rc = 0;
@@ -340,7 +341,7 @@ static void *io_main(void *arg)
 			break;
 		}
 		len += (size_t)r;
-		if (drain_frames(sb, buf, &len, why, sizeof why)) {
+		if (sbx_chan_decode(sb, buf, &len, why, sizeof why)) {
 			reason = why;
 			break;
 		}

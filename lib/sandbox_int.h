@@ -94,6 +94,9 @@ int sbx_chan_wait_ready(struct sandbox *sb, int64_t deadline_ms);
 int sbx_chan_send(struct sandbox *sb, uint8_t type, uint32_t stream, const void *payload,
 		  size_t len);
 void sbx_chan_stop(struct sandbox *sb); /* wake + join the I/O thread */
+/* Decode complete frames from buf (guest bytes), keep the partial rest.
+ * Returns 0, or -1 on a protocol violation described in why. */
+int sbx_chan_decode(struct sandbox *sb, uint8_t *buf, size_t *len, char *why, size_t cap);
 /* Mark dead with a reason (lock held by caller). */
 void sbx_mark_dead_locked(struct sandbox *sb, int code, const char *reason);
 
