@@ -80,13 +80,18 @@ int main(int argc, char **argv)
 			floor = argv[i + 1];
 	}
 	if (!image) {
-		fprintf(stderr, "usage: bench_lifecycle --image DIR [--runs N] [--execs N] [--floor PATH]\n");
+		fprintf(
+		    stderr,
+		    "usage: bench_lifecycle --image DIR [--runs N] [--execs N] [--floor PATH]\n");
 		return 2;
 	}
-	double *fl = calloc((size_t)runs, sizeof(double)), *total = calloc((size_t)runs, sizeof(double));
-	double *create = calloc((size_t)runs, sizeof(double)), *first = calloc((size_t)runs, sizeof(double));
+	double *fl = calloc((size_t)runs, sizeof(double)),
+	       *total = calloc((size_t)runs, sizeof(double));
+	double *create = calloc((size_t)runs, sizeof(double)),
+	       *first = calloc((size_t)runs, sizeof(double));
 	double *kill = calloc((size_t)runs, sizeof(double));
-	double *ex = calloc((size_t)execs, sizeof(double)), *ping = calloc((size_t)execs, sizeof(double));
+	double *ex = calloc((size_t)execs, sizeof(double)),
+	       *ping = calloc((size_t)execs, sizeof(double));
 	sandbox_options_t o;
 	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
 	o.image = image;
@@ -120,7 +125,8 @@ int main(int argc, char **argv)
 		first[i] = t2 - t0;
 		kill[i] = t3 - t2;
 		total[i] = t3 - t0;
-		fprintf(stderr, "[bench] run %d: floor %.0f ms, create %.0f ms, first exec %.0f ms\n", i,
+		fprintf(stderr,
+			"[bench] run %d: floor %.0f ms, create %.0f ms, first exec %.0f ms\n", i,
 			fl[i], create[i], first[i]);
 	}
 	if ((rc = sandbox_create(&sb, &o, 0)))
@@ -149,7 +155,8 @@ int main(int argc, char **argv)
 	print_stat("exec_true_round_trip", ex, execs, 0);
 	print_stat("ping_round_trip", ping, execs, 1);
 	printf("  },\n  \"ratios\": {\n");
-	printf("    \"first_exec_vs_floor_p50\": %.3f,\n", pct(first, runs, 50) / pct(fl, runs, 50));
+	printf("    \"first_exec_vs_floor_p50\": %.3f,\n",
+	       pct(first, runs, 50) / pct(fl, runs, 50));
 	printf("    \"create_vs_floor_p50\": %.3f,\n", pct(create, runs, 50) / pct(fl, runs, 50));
 	printf("    \"exec_vs_ping_p50\": %.3f\n", pct(ex, execs, 50) / pct(ping, execs, 50));
 	printf("  }\n}\n");

@@ -23,11 +23,11 @@ int main(void)
 	printf("sandbox %s is up\n", sandbox_id(sb));
 
 	const char *argv[] = {
-		"python3", "-c",
-		"import platform, sys\n"
-		"print(f'hello from Python {platform.python_version()} in {platform.node()}')\n"
-		"print('sum of squares 1..100 =', sum(i * i for i in range(1, 101)))\n",
-		NULL};
+	    "python3", "-c",
+	    "import platform, sys\n"
+	    "print(f'hello from Python {platform.python_version()} in {platform.node()}')\n"
+	    "print('sum of squares 1..100 =', sum(i * i for i in range(1, 101)))\n",
+	    NULL};
 	sandbox_result_t *res;
 	rc = sandbox_exec(sb, argv, NULL, &res, 0);
 	if (rc < 0) {

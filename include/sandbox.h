@@ -35,24 +35,24 @@ extern "C" {
 /* Error codes. Numbered explicitly; new codes are only appended. */
 typedef enum sandbox_error {
 	SANDBOX_OK = 0,
-	SANDBOX_E_INVAL = -1,       /* an argument or option is invalid */
-	SANDBOX_E_NOMEM = -2,       /* out of memory */
-	SANDBOX_E_FLAGS = -3,       /* unknown flag bits */
-	SANDBOX_E_VERSION = -4,     /* options struct version not supported */
+	SANDBOX_E_INVAL = -1,	    /* an argument or option is invalid */
+	SANDBOX_E_NOMEM = -2,	    /* out of memory */
+	SANDBOX_E_FLAGS = -3,	    /* unknown flag bits */
+	SANDBOX_E_VERSION = -4,	    /* options struct version not supported */
 	SANDBOX_E_UNSUPPORTED = -5, /* option valid but not supported yet */
-	SANDBOX_E_IMAGE = -6,       /* guest image missing or corrupt */
-	SANDBOX_E_LIBVIRT = -7,     /* libvirt unreachable or failed */
-	SANDBOX_E_BOOT = -8,        /* the guest did not come up */
+	SANDBOX_E_IMAGE = -6,	    /* guest image missing or corrupt */
+	SANDBOX_E_LIBVIRT = -7,	    /* libvirt unreachable or failed */
+	SANDBOX_E_BOOT = -8,	    /* the guest did not come up */
 	SANDBOX_E_PROTOCOL = -9,    /* the guest agent broke the protocol */
-	SANDBOX_E_DEAD = -10,       /* the sandbox is no longer running */
+	SANDBOX_E_DEAD = -10,	    /* the sandbox is no longer running */
 	SANDBOX_E_TIMEOUT = -11,    /* a wait ran out of time */
 	SANDBOX_E_NOTFOUND = -12,   /* no such sandbox, file or command */
-	SANDBOX_E_EXEC = -13,       /* the command could not be started */
-	SANDBOX_E_IO = -14,         /* host-side I/O error */
-	SANDBOX_E_BUSY = -15,       /* state directory used by another process */
-	SANDBOX_E_ACCEL = -16,      /* requested accelerator not usable here */
-	SANDBOX_E_PERM = -17,       /* permission denied */
-	SANDBOX_E_ABORTED = -18     /* an output callback asked to stop */
+	SANDBOX_E_EXEC = -13,	    /* the command could not be started */
+	SANDBOX_E_IO = -14,	    /* host-side I/O error */
+	SANDBOX_E_BUSY = -15,	    /* state directory used by another process */
+	SANDBOX_E_ACCEL = -16,	    /* requested accelerator not usable here */
+	SANDBOX_E_PERM = -17,	    /* permission denied */
+	SANDBOX_E_ABORTED = -18	    /* an output callback asked to stop */
 } sandbox_error_t;
 
 /* Static English text for a code. Never NULL. Thread-safe. */
@@ -68,8 +68,8 @@ SANDBOX_API const char *sandbox_version(void);
 
 /* --------------------------------------------------------------- options */
 
-typedef struct sandbox sandbox_t;           /* a running (or dead) sandbox */
-typedef struct sandbox_proc sandbox_proc_t; /* a command in a sandbox */
+typedef struct sandbox sandbox_t;		/* a running (or dead) sandbox */
+typedef struct sandbox_proc sandbox_proc_t;	/* a command in a sandbox */
 typedef struct sandbox_result sandbox_result_t; /* how a command ended */
 
 /* Element structs below are frozen: they never change once released. */
@@ -83,8 +83,8 @@ typedef struct sandbox_kv {
 #define SANDBOX_SECRET_SUBSTITUTE_BODY 0x1u
 
 typedef struct sandbox_secret {
-	const char *name;  /* environment variable name in the guest */
-	const char *value; /* real value: stays in host memory only */
+	const char *name;	  /* environment variable name in the guest */
+	const char *value;	  /* real value: stays in host memory only */
 	const char *const *hosts; /* NULL-terminated allow_net-style patterns */
 	unsigned int flags;
 } sandbox_secret_t;
@@ -93,7 +93,7 @@ typedef struct sandbox_secret {
 #define SANDBOX_VOLUME_READONLY 0x1u
 
 typedef struct sandbox_volume {
-	const char *host_path;  /* existing host directory */
+	const char *host_path;	/* existing host directory */
 	const char *guest_path; /* absolute mount point in the guest */
 	unsigned int flags;
 } sandbox_volume_t;
@@ -116,7 +116,7 @@ typedef struct sandbox_options {
 	/* Image directory; NULL: $SANDBOX_IMAGE, else the installed default. */
 	const char *image;
 	unsigned int memory_mb; /* guest RAM, 64..65536; default 512 */
-	unsigned int vcpus;     /* 1..64; default 1 */
+	unsigned int vcpus;	/* 1..64; default 1 */
 	/* NULL-terminated "NAME=VALUE" list given to every command. */
 	const char *const *env;
 	/* Default working directory of commands (absolute); NULL: "/root". */
@@ -149,17 +149,15 @@ typedef struct sandbox_options {
 	unsigned int boot_timeout_s;
 } sandbox_options_t;
 
-#define SANDBOX_OPTIONS_INIT                                                   \
-	{                                                                      \
-		SANDBOX_OPTIONS_VERSION, NULL, 512, 1, NULL, NULL, 0, NULL, 0, \
-		    NULL, NULL, SANDBOX_ACCEL_AUTO, NULL, NULL, NULL, NULL, 0, \
-		    NULL, NULL, 0, 120                                         \
+#define SANDBOX_OPTIONS_INIT                                                                       \
+	{                                                                                          \
+		SANDBOX_OPTIONS_VERSION, NULL, 512, 1, NULL, NULL, 0, NULL, 0, NULL, NULL,         \
+		    SANDBOX_ACCEL_AUTO, NULL, NULL, NULL, NULL, 0, NULL, NULL, 0, 120              \
 	}
 
 /* Fill *opts with defaults for the given version. Returns 0, or
  * SANDBOX_E_VERSION / SANDBOX_E_INVAL. Thread-safe. */
-SANDBOX_API int sandbox_options_init(sandbox_options_t *opts,
-				     unsigned int version);
+SANDBOX_API int sandbox_options_init(sandbox_options_t *opts, unsigned int version);
 
 /* Output streams */
 #define SANDBOX_STDOUT 1
@@ -168,8 +166,7 @@ SANDBOX_API int sandbox_options_init(sandbox_options_t *opts,
 /* Streaming output callback. Return 0 to go on; non-zero kills the
  * command (SIGKILL) and makes the call fail with SANDBOX_E_ABORTED. Called
  * on the thread that called sandbox_exec(). */
-typedef int (*sandbox_output_fn)(int stream, const void *data, size_t len,
-				 void *userdata);
+typedef int (*sandbox_output_fn)(int stream, const void *data, size_t len, void *userdata);
 
 #define SANDBOX_EXEC_OPTIONS_VERSION 1u
 
@@ -178,7 +175,7 @@ typedef struct sandbox_exec_options {
 	/* NULL-terminated "NAME=VALUE" added to (and overriding) the
 	 * sandbox's environment for this command. */
 	const char *const *env;
-	const char *cwd;         /* absolute; NULL: the sandbox's workdir */
+	const char *cwd;	 /* absolute; NULL: the sandbox's workdir */
 	unsigned int timeout_ms; /* kill the process group after; 0: none */
 	/* sandbox_exec() only: bytes fed to stdin, then EOF. */
 	const void *stdin_data;
@@ -191,15 +188,13 @@ typedef struct sandbox_exec_options {
 	size_t max_capture;
 } sandbox_exec_options_t;
 
-#define SANDBOX_EXEC_OPTIONS_INIT                                              \
-	{                                                                      \
-		SANDBOX_EXEC_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, NULL,    \
-		    NULL, (size_t)64 << 20                                     \
+#define SANDBOX_EXEC_OPTIONS_INIT                                                                  \
+	{                                                                                          \
+		SANDBOX_EXEC_OPTIONS_VERSION, NULL, NULL, 0, NULL, 0, NULL, NULL, (size_t)64 << 20 \
 	}
 
 /* Thread-safe. */
-SANDBOX_API int sandbox_exec_options_init(sandbox_exec_options_t *opts,
-					  unsigned int version);
+SANDBOX_API int sandbox_exec_options_init(sandbox_exec_options_t *opts, unsigned int version);
 
 /* ------------------------------------------------------------- lifecycle */
 
@@ -207,8 +202,7 @@ SANDBOX_API int sandbox_exec_options_init(sandbox_exec_options_t *opts,
  * is left behind (no VM, overlay, socket or thread) and *out is NULL.
  * opts may be NULL for defaults. flags: none defined, must be 0.
  * Thread-safe: several threads may create sandboxes at once. */
-SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts,
-			       unsigned int flags);
+SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts, unsigned int flags);
 
 /* Destroy the VM and delete its disk. Running commands fail with
  * SANDBOX_E_DEAD. Idempotent: killing a dead sandbox returns 0.
@@ -228,19 +222,17 @@ SANDBOX_API const char *sandbox_id(const sandbox_t *sb);
 SANDBOX_API int sandbox_is_running(sandbox_t *sb);
 
 /* Metadata lookup: the value for key, or NULL. Thread-safe. */
-SANDBOX_API const char *sandbox_metadata_get(const sandbox_t *sb,
-					     const char *key);
+SANDBOX_API const char *sandbox_metadata_get(const sandbox_t *sb, const char *key);
 /* Number of metadata pairs and the i-th pair. Thread-safe. */
 SANDBOX_API size_t sandbox_metadata_count(const sandbox_t *sb);
-SANDBOX_API int sandbox_metadata_at(const sandbox_t *sb, size_t i,
-				    const char **key, const char **value);
+SANDBOX_API int sandbox_metadata_at(const sandbox_t *sb, size_t i, const char **key,
+				    const char **value);
 
 /* New references to this process's running sandboxes. Free each with
  * sandbox_free() (which then does not kill: the creator's reference keeps
  * it alive) and the array with sandbox_list_free(). flags: must be 0.
  * Thread-safe. */
-SANDBOX_API int sandbox_list(sandbox_t ***list, size_t *count,
-			     unsigned int flags);
+SANDBOX_API int sandbox_list(sandbox_t ***list, size_t *count, unsigned int flags);
 SANDBOX_API void sandbox_list_free(sandbox_t **list, size_t count);
 
 /* Round trip to the guest agent without running anything (a health check).
@@ -254,8 +246,8 @@ SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags);
  * returns 0 whatever its exit status; read it from the result. flags: must
  * be 0. Thread-safe: several commands may run at once in one sandbox. */
 SANDBOX_API int sandbox_exec(sandbox_t *sb, const char *const *argv,
-			     const sandbox_exec_options_t *opts,
-			     sandbox_result_t **result, unsigned int flags);
+			     const sandbox_exec_options_t *opts, sandbox_result_t **result,
+			     unsigned int flags);
 
 /* sandbox_proc_start flags */
 #define SANDBOX_PROC_STDIN 0x1u /* keep stdin open for sandbox_proc_write */
@@ -263,34 +255,30 @@ SANDBOX_API int sandbox_exec(sandbox_t *sb, const char *const *argv,
 /* Start argv and return at once. opts->stdin_data and on_output are not
  * used here (use sandbox_proc_write / sandbox_proc_read). Thread-safe. */
 SANDBOX_API int sandbox_proc_start(sandbox_t *sb, const char *const *argv,
-				   const sandbox_exec_options_t *opts,
-				   sandbox_proc_t **proc, unsigned int flags);
+				   const sandbox_exec_options_t *opts, sandbox_proc_t **proc,
+				   unsigned int flags);
 
 /* Write to stdin, blocking while the guest has no room. flags: 0.
  * Not thread-safe for one proc (one writer at a time). */
-SANDBOX_API int sandbox_proc_write(sandbox_proc_t *proc, const void *data,
-				   size_t len, unsigned int flags);
+SANDBOX_API int sandbox_proc_write(sandbox_proc_t *proc, const void *data, size_t len,
+				   unsigned int flags);
 /* Close stdin (EOF in the guest). flags: 0. */
-SANDBOX_API int sandbox_proc_close_stdin(sandbox_proc_t *proc,
-					 unsigned int flags);
+SANDBOX_API int sandbox_proc_close_stdin(sandbox_proc_t *proc, unsigned int flags);
 
 /* Read output. Returns bytes read (> 0) with *stream set to SANDBOX_STDOUT
  * or SANDBOX_STDERR; 0 when the command has ended and all output has been
  * read; SANDBOX_E_TIMEOUT after timeout_ms (-1: wait forever). flags: 0.
  * Not thread-safe for one proc (one reader at a time). */
-SANDBOX_API int sandbox_proc_read(sandbox_proc_t *proc, int *stream,
-				  void *buf, size_t cap, int timeout_ms,
-				  unsigned int flags);
+SANDBOX_API int sandbox_proc_read(sandbox_proc_t *proc, int *stream, void *buf, size_t cap,
+				  int timeout_ms, unsigned int flags);
 
 /* Send a signal (1..64) to the command's process group. flags: 0.
  * Thread-safe. */
-SANDBOX_API int sandbox_proc_signal(sandbox_proc_t *proc, int signo,
-				    unsigned int flags);
+SANDBOX_API int sandbox_proc_signal(sandbox_proc_t *proc, int signo, unsigned int flags);
 
 /* Wait for the command to end (output not yet read is discarded) and
  * return how it ended. timeout_ms -1: forever. flags: 0. */
-SANDBOX_API int sandbox_proc_wait(sandbox_proc_t *proc, int timeout_ms,
-				  sandbox_result_t **result,
+SANDBOX_API int sandbox_proc_wait(sandbox_proc_t *proc, int timeout_ms, sandbox_result_t **result,
 				  unsigned int flags);
 
 /* The command's pid in the guest. Thread-safe. */
@@ -307,13 +295,10 @@ SANDBOX_API int sandbox_result_signal(const sandbox_result_t *r);
 /* 1 if the per-command timeout killed it. */
 SANDBOX_API int sandbox_result_timed_out(const sandbox_result_t *r);
 /* Captured output (not NUL-terminated; may be NULL when empty). */
-SANDBOX_API const void *sandbox_result_stdout(const sandbox_result_t *r,
-					      size_t *len);
-SANDBOX_API const void *sandbox_result_stderr(const sandbox_result_t *r,
-					      size_t *len);
+SANDBOX_API const void *sandbox_result_stdout(const sandbox_result_t *r, size_t *len);
+SANDBOX_API const void *sandbox_result_stderr(const sandbox_result_t *r, size_t *len);
 /* Total bytes the command wrote to a stream, captured or not. */
-SANDBOX_API uint64_t sandbox_result_output_total(const sandbox_result_t *r,
-						 int stream);
+SANDBOX_API uint64_t sandbox_result_output_total(const sandbox_result_t *r, int stream);
 /* Wall time from start to end, in milliseconds. */
 SANDBOX_API double sandbox_result_duration_ms(const sandbox_result_t *r);
 SANDBOX_API void sandbox_result_free(sandbox_result_t *r);

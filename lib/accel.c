@@ -34,7 +34,8 @@ int sbx_accel_detect(const char *sysroot, const char *dev_kvm, char *why, size_t
 		return SANDBOX_ACCEL_TCG;
 	}
 	if (module_loaded(sysroot, "kvm_pvm")) {
-		snprintf(why, cap, "%s is backed by kvm_pvm, which cannot boot a standard guest kernel",
+		snprintf(why, cap,
+			 "%s is backed by kvm_pvm, which cannot boot a standard guest kernel",
 			 dev_kvm);
 		return SANDBOX_ACCEL_TCG;
 	}

@@ -49,8 +49,8 @@ int sbx_chan_connect(struct sandbox *sb, int64_t deadline_ms)
 		int e = errno;
 		close(fd);
 		if ((e != ENOENT && e != ECONNREFUSED) || sbx_now_ms() > deadline_ms)
-			return sbx_fail_errno(SANDBOX_E_BOOT, e, "cannot connect to agent socket %s",
-					      sb->sock_path);
+			return sbx_fail_errno(SANDBOX_E_BOOT, e,
+					      "cannot connect to agent socket %s", sb->sock_path);
 		usleep(5000);
 	}
 }
@@ -103,6 +103,15 @@ int sbx_chan_send(struct sandbox *sb, uint8_t type, uint32_t stream, const void 
 	return rc;
 }
 
+int sbx_chan_send_u32(struct sandbox *sb, uint8_t type, uint32_t stream, uint32_t value)
+{
+	uint8_t b[4];
+	struct sbx_wr w;
+	sbx_wr_init(&w, b, sizeof b);
+	sbx_wr_u32(&w, value);
+	return sbx_chan_send(sb, type, stream, b, sizeof b);
+}
+
 static struct sandbox_proc *find_proc(struct sandbox *sb, uint32_t stream)
 {
 	for (struct sandbox_proc *p = sb->procs; p; p = p->next)
@@ -124,8 +133,8 @@ static int on_hello(struct sandbox *sb, struct sbx_rd *r, char *why, size_t cap)
 	if (!sbx_rd_done(r))
 		return snprintf(why, cap, "malformed HELLO"), -1;
 	if (ver != SBX_PROTO_VERSION)
-		return snprintf(why, cap, "agent speaks protocol version %u, library speaks %u", ver,
-				SBX_PROTO_VERSION),
+		return snprintf(why, cap, "agent speaks protocol version %u, library speaks %u",
+				ver, SBX_PROTO_VERSION),
 		       -1;
 	if (sb->state == SBX_BOOTING)
 		sb->state = SBX_RUNNING;
@@ -168,8 +177,8 @@ static int on_output(struct sandbox_proc *p, int stream, const uint8_t *data, ui
 	return 0;
 }
 
-static int on_stream_frame(struct sandbox *sb, const struct sbx_frame_hdr *h,
-			   const uint8_t *pl, char *why, size_t cap)
+static int on_stream_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, const uint8_t *pl,
+			   char *why, size_t cap)
 {
 	struct sandbox_proc *p = find_proc(sb, h->stream);
 	if (!p)
@@ -185,10 +194,8 @@ static int on_stream_frame(struct sandbox *sb, const struct sbx_frame_hdr *h,
 			return snprintf(why, cap, "bad EXEC_STARTED"), -1;
 		p->started = 1;
 		return 0;
-	case SBX_T_STDOUT:
-		return on_output(p, SANDBOX_STDOUT, pl, h->len, why, cap);
-	case SBX_T_STDERR:
-		return on_output(p, SANDBOX_STDERR, pl, h->len, why, cap);
+	case SBX_T_STDOUT: return on_output(p, SANDBOX_STDOUT, pl, h->len, why, cap);
+	case SBX_T_STDERR: return on_output(p, SANDBOX_STDERR, pl, h->len, why, cap);
 	case SBX_T_ERROR: {
 		int32_t err = (int32_t)sbx_rd_u32(&r);
 		uint32_t mlen;
@@ -196,8 +203,8 @@ static int on_stream_frame(struct sandbox *sb, const struct sbx_frame_hdr *h,
 		if (!sbx_rd_done(&r) || p->started)
 			return snprintf(why, cap, "bad ERROR frame"), -1;
 		p->spawn_err = err > 0 && err < 4096 ? err : EIO;
-		snprintf(p->spawn_msg, sizeof p->spawn_msg, "%.*s",
-			 (int)(mlen < 200 ? mlen : 200), msg ? msg : "");
+		snprintf(p->spawn_msg, sizeof p->spawn_msg, "%.*s", (int)(mlen < 200 ? mlen : 200),
+			 msg ? msg : "");
 		p->exited = 1;
 		sbx_proc_on_exit_locked(p);
 		return 0;
@@ -218,13 +225,12 @@ static int on_stream_frame(struct sandbox *sb, const struct sbx_frame_hdr *h,
 		return 0;
 	}
 	}
-	return snprintf(why, cap, "unexpected frame type 0x%02x on stream %u", h->type,
-			h->stream),
+	return snprintf(why, cap, "unexpected frame type 0x%02x on stream %u", h->type, h->stream),
 	       -1;
 }
 
-static int on_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, const uint8_t *pl,
-		    char *why, size_t cap)
+static int on_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, const uint8_t *pl, char *why,
+		    size_t cap)
 {
 	if (sb->state == SBX_BOOTING && h->type != SBX_T_HELLO)
 		return snprintf(why, cap, "frame type 0x%02x before HELLO", h->type), -1;
@@ -233,11 +239,8 @@ static int on_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, const uin
 	struct sbx_rd r;
 	sbx_rd_init(&r, pl, h->len);
 	switch (h->type) {
-	case SBX_T_HELLO:
-		return on_hello(sb, &r, why, cap);
-	case SBX_T_PONG:
-		sb->pongs++;
-		return 0;
+	case SBX_T_HELLO: return on_hello(sb, &r, why, cap);
+	case SBX_T_PONG: sb->pongs++; return 0;
 	case SBX_T_ERROR: {
 		(void)sbx_rd_u32(&r);
 		uint32_t mlen;
@@ -263,13 +266,8 @@ static void flush_abandoned_credit(struct sandbox *sb)
 		}
 	}
 	pthread_mutex_unlock(&sb->lock);
-	for (size_t i = 0; i < n; i++) {
-		uint8_t b[4];
-		struct sbx_wr w;
-		sbx_wr_init(&w, b, 4);
-		sbx_wr_u32(&w, amounts[i]);
-		sbx_chan_send(sb, SBX_T_WINDOW, streams[i], b, 4);
-	}
+	for (size_t i = 0; i < n; i++)
+		sbx_chan_send_u32(sb, SBX_T_WINDOW, streams[i], amounts[i]);
 }
 
 /* Decode all complete frames in buf[0..*len), shifting the remainder.

@@ -153,8 +153,8 @@ char *sbx_domain_xml(const struct sbx_domain_spec *s)
 
 char *sbx_domain_xml_state_dir(const char *metadata_xml)
 {
-	xmlDocPtr doc = xmlReadMemory(metadata_xml, (int)strlen(metadata_xml), "metadata.xml",
-				      NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	xmlDocPtr doc = xmlReadMemory(metadata_xml, (int)strlen(metadata_xml), "metadata.xml", NULL,
+				      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
 	if (!doc)
 		return NULL;
 	char *result = NULL;

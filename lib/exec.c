@@ -33,21 +33,17 @@ static int check_flags(unsigned int flags, unsigned int known, const char *fn)
 
 static void send_window(struct sandbox *sb, uint32_t stream, uint32_t n)
 {
-	uint8_t b[4];
-	struct sbx_wr w;
-	sbx_wr_init(&w, b, 4);
-	sbx_wr_u32(&w, n);
-	sbx_chan_send(sb, SBX_T_WINDOW, stream, b, 4);
+	sbx_chan_send_u32(sb, SBX_T_WINDOW, stream, n);
 }
 
 /* ---- env merging: defaults, then the sandbox's, then the call's */
 
 static const char *const default_env[] = {
-	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	"HOME=/root",
-	"LANG=C.UTF-8",
-	"TERM=dumb",
-	NULL,
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/root",
+    "LANG=C.UTF-8",
+    "TERM=dumb",
+    NULL,
 };
 
 static size_t name_len(const char *kv)
@@ -201,8 +197,8 @@ static int wait_started(struct sandbox_proc *p)
 		rc = sbx_fail(p->spawn_err == ENOENT ? SANDBOX_E_NOTFOUND : SANDBOX_E_EXEC,
 			      "cannot start '%s' in the sandbox: %s", p->argv0, p->spawn_msg);
 	} else if (!p->started) {
-		rc = sbx_fail(sb->dead_code ? sb->dead_code : SANDBOX_E_DEAD,
-			      "sandbox %s died: %s", sb->id, sb->dead_reason);
+		rc = sbx_fail(sb->dead_code ? sb->dead_code : SANDBOX_E_DEAD, "sandbox %s died: %s",
+			      sb->id, sb->dead_reason);
 	}
 	pthread_mutex_unlock(&sb->lock);
 	return rc;
@@ -264,8 +260,8 @@ static int proc_start(sandbox_t *sb, const char *const *argv, const sandbox_exec
 	return 0;
 }
 
-static int common_checks(sandbox_t *sb, const char *const *argv,
-			 const sandbox_exec_options_t *o, const char *fn)
+static int common_checks(sandbox_t *sb, const char *const *argv, const sandbox_exec_options_t *o,
+			 const char *fn)
 {
 	if (!sb)
 		return sbx_fail(SANDBOX_E_INVAL, "%s: sandbox is NULL", fn);
@@ -326,8 +322,9 @@ SANDBOX_API int sandbox_proc_write(sandbox_proc_t *p, const void *data, size_t l
 	if (rc)
 		return rc;
 	if (!p->has_stdin || p->stdin_closed)
-		return sbx_fail(SANDBOX_E_INVAL,
-				"stdin is not open (start with SANDBOX_PROC_STDIN; not after close)");
+		return sbx_fail(
+		    SANDBOX_E_INVAL,
+		    "stdin is not open (start with SANDBOX_PROC_STDIN; not after close)");
 	const uint8_t *q = data;
 	while (len) {
 		size_t n;
@@ -388,8 +385,7 @@ static int wait_output_locked(struct sandbox_proc *p, int timeout_ms)
 }
 
 /* Take up to cap bytes of the first chunk (lock held). */
-static size_t take_locked(struct sandbox_proc *p, int *stream, void *buf, size_t cap,
-			  uint32_t *ack)
+static size_t take_locked(struct sandbox_proc *p, int *stream, void *buf, size_t cap, uint32_t *ack)
 {
 	struct sbx_chunk *c = p->head;
 	size_t n = c->len - c->off;
@@ -459,11 +455,7 @@ SANDBOX_API int sandbox_proc_signal(sandbox_proc_t *p, int signo, unsigned int f
 	pthread_mutex_unlock(&p->sb->lock);
 	if (exited)
 		return 0; /* like kill(2) on a reaped child: nothing to signal */
-	uint8_t b[4];
-	struct sbx_wr w;
-	sbx_wr_init(&w, b, 4);
-	sbx_wr_u32(&w, (uint32_t)signo);
-	return sbx_chan_send(p->sb, SBX_T_SIGNAL, p->stream, b, 4);
+	return sbx_chan_send_u32(p->sb, SBX_T_SIGNAL, p->stream, (uint32_t)signo);
 }
 
 SANDBOX_API int sandbox_proc_pid(const sandbox_proc_t *p)
@@ -562,11 +554,7 @@ SANDBOX_API void sandbox_proc_free(sandbox_proc_t *p)
 		p->queued = 0;
 		uint32_t stream = p->stream;
 		pthread_mutex_unlock(&sb->lock);
-		uint8_t b[4];
-		struct sbx_wr w;
-		sbx_wr_init(&w, b, 4);
-		sbx_wr_u32(&w, 9);
-		sbx_chan_send(sb, SBX_T_SIGNAL, stream, b, 4);
+		sbx_chan_send_u32(sb, SBX_T_SIGNAL, stream, 9);
 		sbx_sandbox_unref(sb); /* the I/O thread frees p itself */
 		return;
 	}
@@ -660,8 +648,7 @@ static int pump(struct sandbox_proc *p, struct capture *c, const uint8_t *in, si
 		if (rc)
 			return rc;
 		pthread_mutex_lock(&sb->lock);
-		while (!p->head && !p->exited && sb->state != SBX_DEAD &&
-		       !(in_len && p->in_credit))
+		while (!p->head && !p->exited && sb->state != SBX_DEAD && !(in_len && p->in_credit))
 			pthread_cond_wait(&sb->cond, &sb->lock);
 		if (!p->head && p->exited) {
 			pthread_mutex_unlock(&sb->lock);
@@ -683,7 +670,8 @@ static int pump(struct sandbox_proc *p, struct capture *c, const uint8_t *in, si
 			capture(c, stream, buf, n);
 		if (c->aborted) {
 			sandbox_proc_signal(p, 9, 0);
-			return sbx_fail(SANDBOX_E_ABORTED, "output callback asked to stop; command killed");
+			return sbx_fail(SANDBOX_E_ABORTED,
+					"output callback asked to stop; command killed");
 		}
 		if (c->oom)
 			return sbx_fail(SANDBOX_E_NOMEM, "capturing output");

@@ -54,8 +54,9 @@ static int read_manifest(const char *dir, struct manifest *m)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
-		int rc = sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': cannot read %s (%s)" REBUILD_HINT,
-				  dir, path, strerror(e));
+		int rc =
+		    sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': cannot read %s (%s)" REBUILD_HINT,
+			     dir, path, strerror(e));
 		free(path);
 		return rc;
 	}
@@ -63,8 +64,8 @@ static int read_manifest(const char *dir, struct manifest *m)
 	close(fd);
 	free(path);
 	if (n <= 0 || n == MANIFEST_MAX || memchr(m->text, 0, (size_t)n))
-		return sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': manifest is empty or corrupt" REBUILD_HINT,
-				dir);
+		return sbx_fail(SANDBOX_E_IMAGE,
+				"guest image '%s': manifest is empty or corrupt" REBUILD_HINT, dir);
 	m->text[n] = '\0';
 	return 0;
 }
@@ -87,8 +88,9 @@ static int image_file(const char *dir, const struct manifest *m, const char *key
 	snprintf(skey, sizeof skey, "%s_size", key);
 	if (!mf_get(m, key, name, sizeof name) || !mf_get(m, skey, size, sizeof size) ||
 	    strchr(name, '/') || name[0] == '.')
-		return sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': manifest lacks a valid '%s'" REBUILD_HINT,
-				dir, key);
+		return sbx_fail(SANDBOX_E_IMAGE,
+				"guest image '%s': manifest lacks a valid '%s'" REBUILD_HINT, dir,
+				key);
 	char *path = sbx_asprintf("%s/%s", dir, name);
 	if (!path)
 		return sbx_fail(SANDBOX_E_NOMEM, "image path");
@@ -97,10 +99,11 @@ static int image_file(const char *dir, const struct manifest *m, const char *key
 	if (stat(path, &st) < 0)
 		rc = sbx_fail_errno(SANDBOX_E_IMAGE, errno, "guest image '%s': %s", dir, path);
 	else if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_size != strtoull(size, NULL, 10))
-		rc = sbx_fail(SANDBOX_E_IMAGE,
-			      "guest image '%s': %s has %lld bytes, the manifest says %s (corrupt or "
-			      "partly written)" REBUILD_HINT,
-			      dir, path, (long long)st.st_size, size);
+		rc = sbx_fail(
+		    SANDBOX_E_IMAGE,
+		    "guest image '%s': %s has %lld bytes, the manifest says %s (corrupt or "
+		    "partly written)" REBUILD_HINT,
+		    dir, path, (long long)st.st_size, size);
 	if (rc) {
 		free(path);
 		return rc;
@@ -116,15 +119,18 @@ static int check_contents(const char *dir, struct sbx_image *img)
 	static const uint8_t gz[] = {0x1f, 0x8b};
 	static const uint8_t cpio[] = {'0', '7', '0', '7', '0'};
 	if (check_magic(img->kernel, 0, elf, sizeof elf))
-		return sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': %s is not an ELF kernel" REBUILD_HINT,
-				dir, img->kernel);
+		return sbx_fail(SANDBOX_E_IMAGE,
+				"guest image '%s': %s is not an ELF kernel" REBUILD_HINT, dir,
+				img->kernel);
 	if (check_magic(img->rootfs, 1080, ext4, sizeof ext4))
-		return sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': %s is not an ext4 filesystem" REBUILD_HINT,
-				dir, img->rootfs);
+		return sbx_fail(SANDBOX_E_IMAGE,
+				"guest image '%s': %s is not an ext4 filesystem" REBUILD_HINT, dir,
+				img->rootfs);
 	if (check_magic(img->initrd, 0, gz, sizeof gz) &&
 	    check_magic(img->initrd, 0, cpio, sizeof cpio))
-		return sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': %s is not an initramfs" REBUILD_HINT,
-				dir, img->initrd);
+		return sbx_fail(SANDBOX_E_IMAGE,
+				"guest image '%s': %s is not an initramfs" REBUILD_HINT, dir,
+				img->initrd);
 	return 0;
 }
 
@@ -143,9 +149,11 @@ int sbx_image_load(const char *dir, struct sbx_image *img)
 	int rc = read_manifest(dir, m);
 	char fmt[16], cmdline[2048];
 	if (!rc && (!mf_get(m, "format", fmt, sizeof fmt) || strcmp(fmt, "1")))
-		rc = sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': unknown manifest format" REBUILD_HINT, dir);
+		rc = sbx_fail(SANDBOX_E_IMAGE,
+			      "guest image '%s': unknown manifest format" REBUILD_HINT, dir);
 	if (!rc && !mf_get(m, "cmdline", cmdline, sizeof cmdline))
-		rc = sbx_fail(SANDBOX_E_IMAGE, "guest image '%s': manifest lacks 'cmdline'" REBUILD_HINT, dir);
+		rc = sbx_fail(SANDBOX_E_IMAGE,
+			      "guest image '%s': manifest lacks 'cmdline'" REBUILD_HINT, dir);
 	if (!rc && !(rc = image_file(dir, m, "kernel", &img->kernel)) &&
 	    !(rc = image_file(dir, m, "initrd", &img->initrd)) &&
 	    !(rc = image_file(dir, m, "rootfs", &img->rootfs)))

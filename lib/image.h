@@ -4,7 +4,7 @@
 
 struct sbx_image {
 	char *dir;
-	char *kernel;  /* absolute paths */
+	char *kernel; /* absolute paths */
 	char *initrd;
 	char *rootfs;
 	char *cmdline;

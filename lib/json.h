@@ -15,7 +15,7 @@ struct sbx_json {
 
 void sbx_json_init(struct sbx_json *j);
 void sbx_json_free(struct sbx_json *j);
-void sbx_json_open(struct sbx_json *j, const char *key);  /* key NULL: bare '{' */
+void sbx_json_open(struct sbx_json *j, const char *key); /* key NULL: bare '{' */
 void sbx_json_close(struct sbx_json *j);
 void sbx_json_open_array(struct sbx_json *j, const char *key);
 void sbx_json_close_array(struct sbx_json *j);

@@ -13,23 +13,24 @@ SANDBOX_API int sandbox_options_init(sandbox_options_t *opts, unsigned int versi
 	if (!opts)
 		return sbx_fail(SANDBOX_E_INVAL, "sandbox_options_init: opts is NULL");
 	if (version != SANDBOX_OPTIONS_VERSION)
-		return sbx_fail(SANDBOX_E_VERSION,
-				"sandbox_options_init: version %u not supported (this library knows %u)",
-				version, SANDBOX_OPTIONS_VERSION);
+		return sbx_fail(
+		    SANDBOX_E_VERSION,
+		    "sandbox_options_init: version %u not supported (this library knows %u)",
+		    version, SANDBOX_OPTIONS_VERSION);
 	sandbox_options_t d = SANDBOX_OPTIONS_INIT;
 	*opts = d;
 	return 0;
 }
 
-SANDBOX_API int sandbox_exec_options_init(sandbox_exec_options_t *opts,
-					  unsigned int version)
+SANDBOX_API int sandbox_exec_options_init(sandbox_exec_options_t *opts, unsigned int version)
 {
 	if (!opts)
 		return sbx_fail(SANDBOX_E_INVAL, "sandbox_exec_options_init: opts is NULL");
 	if (version != SANDBOX_EXEC_OPTIONS_VERSION)
-		return sbx_fail(SANDBOX_E_VERSION,
-				"sandbox_exec_options_init: version %u not supported (this library knows %u)",
-				version, SANDBOX_EXEC_OPTIONS_VERSION);
+		return sbx_fail(
+		    SANDBOX_E_VERSION,
+		    "sandbox_exec_options_init: version %u not supported (this library knows %u)",
+		    version, SANDBOX_EXEC_OPTIONS_VERSION);
 	sandbox_exec_options_t d = SANDBOX_EXEC_OPTIONS_INIT;
 	*opts = d;
 	return 0;
@@ -41,8 +42,8 @@ int sbx_env_name_valid(const char *s, size_t n)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_'))
 			return 0;
 	}
 	return 1;
@@ -59,7 +60,8 @@ int sbx_env_validate(const char *const *env, const char *what)
 		const char *eq = strchr(env[i], '=');
 		if (!eq || !sbx_env_name_valid(env[i], (size_t)(eq - env[i])))
 			return sbx_fail(SANDBOX_E_INVAL,
-					"%s[%zu]: '%.64s' is not NAME=VALUE with NAME of [A-Za-z_][A-Za-z0-9_]*",
+					"%s[%zu]: '%.64s' is not NAME=VALUE with NAME of "
+					"[A-Za-z_][A-Za-z0-9_]*",
 					what, i, env[i]);
 	}
 	return 0;
@@ -70,8 +72,8 @@ static int check_abs_path(const char *p, const char *what)
 	if (!p)
 		return 0;
 	if (p[0] != '/')
-		return sbx_fail(SANDBOX_E_INVAL, "%s must be an absolute path, got '%.200s'",
-				what, p);
+		return sbx_fail(SANDBOX_E_INVAL, "%s must be an absolute path, got '%.200s'", what,
+				p);
 	if (strlen(p) > SBX_MAX_STRING)
 		return sbx_fail(SANDBOX_E_INVAL, "%s is longer than %u bytes", what,
 				SBX_MAX_STRING);
@@ -88,13 +90,14 @@ static int validate_metadata(const sandbox_options_t *o)
 	for (size_t i = 0; i < o->metadata_count; i++) {
 		const sandbox_kv_t *kv = &o->metadata[i];
 		if (!kv->key || !kv->key[0] || !kv->value)
-			return sbx_fail(SANDBOX_E_INVAL, "metadata[%zu]: key and value are required", i);
+			return sbx_fail(SANDBOX_E_INVAL,
+					"metadata[%zu]: key and value are required", i);
 		if (strlen(kv->key) > 256 || strlen(kv->value) > SBX_MAX_STRING)
 			return sbx_fail(SANDBOX_E_INVAL, "metadata[%zu]: key or value too long", i);
 		for (size_t k = 0; k < i; k++)
 			if (!strcmp(o->metadata[k].key, kv->key))
-				return sbx_fail(SANDBOX_E_INVAL, "metadata: key '%.64s' given twice",
-						kv->key);
+				return sbx_fail(SANDBOX_E_INVAL,
+						"metadata: key '%.64s' given twice", kv->key);
 	}
 	return 0;
 }
@@ -112,9 +115,10 @@ static int refuse_unimplemented(const sandbox_options_t *o)
 		if (!s->name || !sbx_env_name_valid(s->name, strlen(s->name)))
 			return sbx_fail(SANDBOX_E_INVAL, "secrets[%zu]: invalid variable name", i);
 		if (!s->value || !s->hosts || !s->hosts[0])
-			return sbx_fail(SANDBOX_E_INVAL,
-					"secrets[%zu] (%s): a value and a non-empty host list are required",
-					i, s->name);
+			return sbx_fail(
+			    SANDBOX_E_INVAL,
+			    "secrets[%zu] (%s): a value and a non-empty host list are required", i,
+			    s->name);
 	}
 	if (o->volumes_count && !o->volumes)
 		return sbx_fail(SANDBOX_E_INVAL, "volumes is NULL but volumes_count is %zu",
@@ -143,9 +147,10 @@ int sbx_options_validate(const sandbox_options_t *o)
 				SBX_MIN_MEMORY_MB, SBX_MAX_MEMORY_MB, o->memory_mb);
 	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
 	unsigned long long host_mb =
-		pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page >> 20 : 0;
+	    pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page >> 20 : 0;
 	if (host_mb && o->memory_mb > host_mb)
-		return sbx_fail(SANDBOX_E_INVAL, "memory_mb %u is more than this host's %llu MiB of RAM",
+		return sbx_fail(SANDBOX_E_INVAL,
+				"memory_mb %u is more than this host's %llu MiB of RAM",
 				o->memory_mb, host_mb);
 	if (o->vcpus < 1 || o->vcpus > SBX_MAX_VCPUS)
 		return sbx_fail(SANDBOX_E_INVAL, "vcpus must be 1..%u, got %u", SBX_MAX_VCPUS,

@@ -130,8 +130,7 @@ void sbx_wr_u16(struct sbx_wr *w, uint16_t v)
 
 void sbx_wr_u32(struct sbx_wr *w, uint32_t v)
 {
-	uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
-			(uint8_t)(v >> 24)};
+	uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
 	sbx_wr_bytes(w, b, 4);
 }
 
@@ -151,8 +150,8 @@ void sbx_wr_str(struct sbx_wr *w, const char *s, size_t len)
 	sbx_wr_bytes(w, s, len);
 }
 
-int sbx_exec_start_decode(const void *p, size_t len, struct sbx_exec_start *out,
-			  size_t argv_cap, size_t env_cap)
+int sbx_exec_start_decode(const void *p, size_t len, struct sbx_exec_start *out, size_t argv_cap,
+			  size_t env_cap)
 {
 	struct sbx_rd r;
 	sbx_rd_init(&r, p, len);
@@ -161,8 +160,8 @@ int sbx_exec_start_decode(const void *p, size_t len, struct sbx_exec_start *out,
 	out->argc = sbx_rd_u32(&r);
 	out->envc = sbx_rd_u32(&r);
 	if (r.bad || (out->flags & ~SBX_EXEC_F_KNOWN) || out->argc == 0 ||
-	    out->argc > SBX_EXEC_MAX_ARGS || out->envc > SBX_EXEC_MAX_ENV ||
-	    out->argc > argv_cap || out->envc > env_cap)
+	    out->argc > SBX_EXEC_MAX_ARGS || out->envc > SBX_EXEC_MAX_ENV || out->argc > argv_cap ||
+	    out->envc > env_cap)
 		return -1;
 	out->cwd = sbx_rd_str(&r, &out->cwd_len);
 	for (uint32_t i = 0; i < out->argc; i++)

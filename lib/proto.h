@@ -18,21 +18,21 @@
 
 enum sbx_frame_type {
 	/* control, stream 0 */
-	SBX_T_HELLO = 0x01, /* agent -> host */
-	SBX_T_PING = 0x02,  /* host -> agent, payload echoed in PONG */
-	SBX_T_PONG = 0x03,  /* agent -> host */
-	SBX_T_ERROR = 0x04, /* agent -> host, stream 0 or an exec stream */
+	SBX_T_HELLO = 0x01,    /* agent -> host */
+	SBX_T_PING = 0x02,     /* host -> agent, payload echoed in PONG */
+	SBX_T_PONG = 0x03,     /* agent -> host */
+	SBX_T_ERROR = 0x04,    /* agent -> host, stream 0 or an exec stream */
 	SBX_T_SHUTDOWN = 0x05, /* host -> agent: sync and power off */
 	/* exec streams, id chosen by the host */
-	SBX_T_EXEC_START = 0x10, /* host -> agent */
+	SBX_T_EXEC_START = 0x10,   /* host -> agent */
 	SBX_T_EXEC_STARTED = 0x11, /* agent -> host */
-	SBX_T_STDIN = 0x12,        /* host -> agent, data */
-	SBX_T_STDIN_EOF = 0x13,    /* host -> agent */
-	SBX_T_STDOUT = 0x14,       /* agent -> host, data */
-	SBX_T_STDERR = 0x15,       /* agent -> host, data */
-	SBX_T_EXIT = 0x16,         /* agent -> host, last frame of a stream */
-	SBX_T_SIGNAL = 0x17,       /* host -> agent */
-	SBX_T_WINDOW = 0x20,       /* either: grant more data credit */
+	SBX_T_STDIN = 0x12,	   /* host -> agent, data */
+	SBX_T_STDIN_EOF = 0x13,	   /* host -> agent */
+	SBX_T_STDOUT = 0x14,	   /* agent -> host, data */
+	SBX_T_STDERR = 0x15,	   /* agent -> host, data */
+	SBX_T_EXIT = 0x16,	   /* agent -> host, last frame of a stream */
+	SBX_T_SIGNAL = 0x17,	   /* host -> agent */
+	SBX_T_WINDOW = 0x20,	   /* either: grant more data credit */
 };
 
 /* EXEC_START flags */
@@ -104,14 +104,14 @@ struct sbx_exec_start {
 	uint32_t envc;
 	const char *cwd;
 	uint32_t cwd_len;
-	const char **argv;   /* caller-provided, argc entries used */
+	const char **argv; /* caller-provided, argc entries used */
 	uint32_t *argv_len;
 	const char **env;
 	uint32_t *env_len;
 };
 /* Returns 0 or -1 (malformed, counts over the maxima or the capacities). */
-int sbx_exec_start_decode(const void *p, size_t len, struct sbx_exec_start *out,
-			  size_t argv_cap, size_t env_cap);
+int sbx_exec_start_decode(const void *p, size_t len, struct sbx_exec_start *out, size_t argv_cap,
+			  size_t env_cap);
 
 struct sbx_exit {
 	uint8_t kind; /* SBX_EXIT_CODE or SBX_EXIT_SIGNAL */

@@ -120,7 +120,8 @@ static int take_lock(struct sbx_runtime *rt)
 		int e = errno;
 		free(path);
 		return sbx_fail_errno(e == EACCES ? SANDBOX_E_PERM : SANDBOX_E_IO, e,
-				      "cannot open lock file in state directory '%s'", rt->state_dir);
+				      "cannot open lock file in state directory '%s'",
+				      rt->state_dir);
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		char pid[32] = "";
@@ -309,10 +310,11 @@ int sbx_runtime_get(const char *uri, const char *state_dir, struct sbx_runtime *
 		int same_uri = uri ? !strcmp(uri, rt->uri) : rt->embedded;
 		if (!same_uri) {
 			pthread_mutex_unlock(&registry_lock);
-			int rc = sbx_fail(SANDBOX_E_BUSY,
-					  "state directory '%s' is already used with libvirt URI '%s' "
-					  "in this process",
-					  dir, rt->uri);
+			int rc =
+			    sbx_fail(SANDBOX_E_BUSY,
+				     "state directory '%s' is already used with libvirt URI '%s' "
+				     "in this process",
+				     dir, rt->uri);
 			free(dir);
 			return rc;
 		}
@@ -323,10 +325,11 @@ int sbx_runtime_get(const char *uri, const char *state_dir, struct sbx_runtime *
 	for (struct sbx_runtime *o = registry; !rt && want_embed && o; o = o->next) {
 		if (o->embedded) {
 			/* libvirt keeps one embedded driver root per process */
-			rc = sbx_fail(SANDBOX_E_BUSY,
-				      "this process already runs sandboxes with state directory '%s'; "
-				      "libvirt's embedded driver allows one per process",
-				      o->state_dir);
+			rc = sbx_fail(
+			    SANDBOX_E_BUSY,
+			    "this process already runs sandboxes with state directory '%s'; "
+			    "libvirt's embedded driver allows one per process",
+			    o->state_dir);
 			break;
 		}
 	}

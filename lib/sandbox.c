@@ -135,12 +135,13 @@ static int make_dir(struct sandbox *sb)
 
 static int make_overlay(struct sandbox *sb, const struct sbx_image *img)
 {
-	const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
-			      "-b", img->rootfs, sb->overlay, NULL};
+	const char *argv[] = {"qemu-img", "create", "-q",	 "-f",	      "qcow2", "-F",
+			      "raw",	  "-b",	    img->rootfs, sb->overlay, NULL};
 	char err[512];
 	int rc = sbx_run(argv, err, sizeof err);
 	if (rc == -ENOENT)
-		return sbx_fail(SANDBOX_E_IO, "qemu-img not found; install the Debian package qemu-utils");
+		return sbx_fail(SANDBOX_E_IO,
+				"qemu-img not found; install the Debian package qemu-utils");
 	if (rc != 0)
 		return sbx_fail(SANDBOX_E_IO, "qemu-img create failed (%d): %s", rc, err);
 	if (sb->rt->qemu_uid != (uid_t)-1 &&
@@ -175,22 +176,21 @@ static void console_tail(struct sandbox *sb, char *out, size_t cap)
 		snprintf(out, cap, "%s", line);
 }
 
-static int start_domain(struct sandbox *sb, const struct sbx_image *img,
-			const sandbox_options_t *o)
+static int start_domain(struct sandbox *sb, const struct sbx_image *img, const sandbox_options_t *o)
 {
 	struct sbx_domain_spec spec = {
-		.name = sb->name,
-		.kvm = sb->accel == SANDBOX_ACCEL_KVM,
-		.memory_mb = o->memory_mb,
-		.vcpus = o->vcpus,
-		.kernel = img->kernel,
-		.initrd = img->initrd,
-		.cmdline = img->cmdline,
-		.loader = access(QBOOT_ROM, R_OK) == 0 ? QBOOT_ROM : NULL,
-		.disk = sb->overlay,
-		.agent_socket = sb->sock_path,
-		.console_log = sb->console_log,
-		.state_dir = sb->rt->state_dir,
+	    .name = sb->name,
+	    .kvm = sb->accel == SANDBOX_ACCEL_KVM,
+	    .memory_mb = o->memory_mb,
+	    .vcpus = o->vcpus,
+	    .kernel = img->kernel,
+	    .initrd = img->initrd,
+	    .cmdline = img->cmdline,
+	    .loader = access(QBOOT_ROM, R_OK) == 0 ? QBOOT_ROM : NULL,
+	    .disk = sb->overlay,
+	    .agent_socket = sb->sock_path,
+	    .console_log = sb->console_log,
+	    .state_dir = sb->rt->state_dir,
 	};
 	char *xml = sbx_domain_xml(&spec);
 	if (!xml)
@@ -217,7 +217,8 @@ static int boot(struct sandbox *sb, const sandbox_options_t *o)
 		sbx_error_save(saved, sizeof saved);
 		console_tail(sb, tail, sizeof tail);
 		if (rc == SANDBOX_E_TIMEOUT)
-			snprintf(saved, sizeof saved, "agent not ready after %u s", o->boot_timeout_s);
+			snprintf(saved, sizeof saved, "agent not ready after %u s",
+				 o->boot_timeout_s);
 		rc = sbx_fail(SANDBOX_E_BOOT, "sandbox %s did not boot: %s; last console line: %s",
 			      sb->id, saved, tail[0] ? tail : "(none)");
 	}
@@ -303,8 +304,7 @@ static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct s
 	return 0;
 }
 
-SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts,
-			       unsigned int flags)
+SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts, unsigned int flags)
 {
 	sbx_clear_error();
 	sandbox_options_t defaults = SANDBOX_OPTIONS_INIT;
@@ -511,9 +511,9 @@ SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags)
 	pthread_mutex_lock(&sb->lock);
 	while (sb->pongs == before && sb->state == SBX_RUNNING)
 		pthread_cond_wait(&sb->cond, &sb->lock);
-	rc = sb->pongs != before ? 0
-				 : sbx_fail(SANDBOX_E_DEAD, "sandbox %s died: %s", sb->id,
-					    sb->dead_reason);
+	rc = sb->pongs != before
+		 ? 0
+		 : sbx_fail(SANDBOX_E_DEAD, "sandbox %s died: %s", sb->id, sb->dead_reason);
 	pthread_mutex_unlock(&sb->lock);
 	return rc;
 }

@@ -37,7 +37,7 @@ struct sandbox_proc {
 	int abandoned; /* freed by the caller while running */
 	int has_stdin;
 	int stdin_closed;
-	uint32_t out_credit; /* bytes the agent may still send us */
+	uint32_t out_credit;  /* bytes the agent may still send us */
 	uint32_t out_unacked; /* consumed, not yet returned with WINDOW */
 	uint64_t in_credit;   /* bytes we may still send */
 	struct sbx_chunk *head, *tail;
@@ -93,6 +93,8 @@ int sbx_chan_wait_ready(struct sandbox *sb, int64_t deadline_ms);
 /* Send one frame; blocks while the socket is full. Returns 0 or error. */
 int sbx_chan_send(struct sandbox *sb, uint8_t type, uint32_t stream, const void *payload,
 		  size_t len);
+/* Send a frame whose payload is one u32 (WINDOW, SIGNAL). */
+int sbx_chan_send_u32(struct sandbox *sb, uint8_t type, uint32_t stream, uint32_t value);
 void sbx_chan_stop(struct sandbox *sb); /* wake + join the I/O thread */
 /* Decode complete frames from buf (guest bytes), keep the partial rest.
  * Returns 0, or -1 on a protocol violation described in why. */

@@ -128,7 +128,8 @@ static void delete_contents(int dfd, dev_t rootdev)
 		if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != rootdev)
 			continue;
 		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			int sub =
+			    openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub >= 0)
 				delete_contents(sub, rootdev);
 			unlinkat(dfd, e->d_name, AT_REMOVEDIR);
@@ -184,7 +185,8 @@ int main(void)
 	char *list = read_file("/modules.list", NULL);
 	if (!list)
 		die("cannot read /modules.list");
-	for (char *save = NULL, *m = strtok_r(list, "\n", &save); m; m = strtok_r(NULL, "\n", &save)) {
+	for (char *save = NULL, *m = strtok_r(list, "\n", &save); m;
+	     m = strtok_r(NULL, "\n", &save)) {
 		char path[256];
 		if (!*m || *m == '#')
 			continue;
@@ -220,7 +222,8 @@ int main(void)
 	unsigned long mflags = ro ? MS_RDONLY : 0;
 	/* The generic options are flags for mount(2), the rest goes to ext4. */
 	char data[256] = "";
-	for (char *save = NULL, *o = strtok_r(flags, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+	for (char *save = NULL, *o = strtok_r(flags, ",", &save); o;
+	     o = strtok_r(NULL, ",", &save)) {
 		if (!strcmp(o, "noatime"))
 			mflags |= MS_NOATIME;
 		else if (!strcmp(o, "nodiratime"))
@@ -242,8 +245,8 @@ int main(void)
 		}
 	}
 	if (mount(root, NEWROOT, "ext4", mflags, data) < 0)
-		die("cannot mount %s (ext4, %s,%s) on " NEWROOT ": %s", root, ro ? "ro" : "rw", flags,
-		    strerror(errno));
+		die("cannot mount %s (ext4, %s,%s) on " NEWROOT ": %s", root, ro ? "ro" : "rw",
+		    flags, strerror(errno));
 	trace("root mounted");
 
 	char apath[512];
@@ -266,7 +269,7 @@ int main(void)
 	}
 
 	trace("exec agent");
-	static const char *const moves[] = { "/dev", "/proc", "/sys" };
+	static const char *const moves[] = {"/dev", "/proc", "/sys"};
 	for (size_t i = 0; i < sizeof moves / sizeof *moves; i++) {
 		char dst[64];
 		snprintf(dst, sizeof dst, NEWROOT "%s", moves[i]);
@@ -293,9 +296,9 @@ int main(void)
 		die("cannot chroot into the new root: %s", strerror(errno));
 
 	/* The agent gets a clean environment. */
-	char *const argv[] = { (char *)agent, NULL };
-	char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-			       "HOME=/root", "TERM=linux", NULL };
+	char *const argv[] = {(char *)agent, NULL};
+	char *const envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			      "HOME=/root", "TERM=linux", NULL};
 	if (con >= 0)
 		close(con);
 	con = -1;

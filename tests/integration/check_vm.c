@@ -57,8 +57,8 @@ static sandbox_result_t *run(sandbox_t *sb, const char *const *argv,
 static char *out_str(const sandbox_result_t *r, int stream)
 {
 	size_t n;
-	const void *p = stream == SANDBOX_STDOUT ? sandbox_result_stdout(r, &n)
-						 : sandbox_result_stderr(r, &n);
+	const void *p =
+	    stream == SANDBOX_STDOUT ? sandbox_result_stdout(r, &n) : sandbox_result_stderr(r, &n);
 	char *s = malloc(n + 1);
 	if (n)
 		memcpy(s, p, n);
@@ -110,8 +110,8 @@ END_TEST
 
 START_TEST(shell_pipeline)
 {
-	const char *argv[] = {"bash", "-c", "seq 1 1000 | awk '{s+=$1} END {print s}' | tr -d '\\n'",
-			      NULL};
+	const char *argv[] = {"bash", "-c",
+			      "seq 1 1000 | awk '{s+=$1} END {print s}' | tr -d '\\n'", NULL};
 	sandbox_result_t *r = run(g_sb, argv, NULL);
 	char *out = out_str(r, SANDBOX_STDOUT);
 	ck_assert_str_eq(out, "500500");
@@ -245,8 +245,8 @@ START_TEST(cwd_and_env)
 	const char *env[] = {"FOO=bar baz", "SANDBOX_LEVEL=call", NULL};
 	o.env = env;
 	o.cwd = "/tmp";
-	const char *argv[] = {"sh", "-c", "pwd; echo \"$FOO\"; echo $SANDBOX_LEVEL; echo $FROM_CREATE",
-			      NULL};
+	const char *argv[] = {"sh", "-c",
+			      "pwd; echo \"$FOO\"; echo $SANDBOX_LEVEL; echo $FROM_CREATE", NULL};
 	sandbox_result_t *r = run(g_sb, argv, &o);
 	char *out = out_str(r, SANDBOX_STDOUT);
 	ck_assert_str_eq(out, "/tmp\nbar baz\ncall\nyes\n");
@@ -302,7 +302,8 @@ START_TEST(concurrent_execs)
 	sandbox_proc_t *p[N];
 	for (int i = 0; i < N; i++) {
 		const char *argv[] = {"sh", "-c", "read x; echo got-$x", NULL};
-		ck_assert_int_eq(sandbox_proc_start(g_sb, argv, NULL, &p[i], SANDBOX_PROC_STDIN), 0);
+		ck_assert_int_eq(sandbox_proc_start(g_sb, argv, NULL, &p[i], SANDBOX_PROC_STDIN),
+				 0);
 	}
 	const char *cnt[] = {"sh", "-c", "pgrep -c -f 're[a]d x'", NULL};
 	sandbox_result_t *r = run(g_sb, cnt, NULL);
@@ -627,7 +628,8 @@ START_TEST(audit_records_lifecycle_and_commands)
 	const char *owner = "\"metadata\":{\"owner\":\"agent\",\"task\":\"t-42\"}";
 	ck_assert_int_eq(count_events(path, "sandbox.create", owner), 1);
 	ck_assert_int_eq(count_events(path, "sandbox.create", idfield), 1);
-	ck_assert_int_eq(count_events(path, "exec.start", "\"argv\":[\"sh\",\"-c\",\"exit 3\"]"), 1);
+	ck_assert_int_eq(count_events(path, "exec.start", "\"argv\":[\"sh\",\"-c\",\"exit 3\"]"),
+			 1);
 	ck_assert_int_eq(count_events(path, "exec.exit", "\"exit_code\":3"), 1);
 	ck_assert_int_eq(count_events(path, "sandbox.kill", owner), 1);
 	ck_assert_int_eq(count_events(path, "exec.start", "\"ts\":\"20"), 1);

@@ -49,8 +49,8 @@ START_TEST(proto_header_rejects_oversize_and_reserved)
 }
 END_TEST
 
-static size_t build_start(uint8_t *buf, size_t cap, uint32_t argc, const char **argv,
-			  uint32_t envc, const char **env)
+static size_t build_start(uint8_t *buf, size_t cap, uint32_t argc, const char **argv, uint32_t envc,
+			  const char **env)
 {
 	struct sbx_wr w;
 	sbx_wr_init(&w, buf, cap);
@@ -150,8 +150,9 @@ START_TEST(json_escapes_everything)
 	sbx_json_str(&j, NULL, "\xe2\x82\xac");
 	sbx_json_close_array(&j);
 	sbx_json_close(&j);
-	ck_assert_str_eq(j.buf, "{\"a\\\"b\":\"x\\\"\\\\\\u000a\\u0001\\u007f\","
-				"\"bad\":\"\\ufffd\\ufffd(ok\",\"n\":-42,\"v\":[\"\xe2\x82\xac\"]}");
+	ck_assert_str_eq(j.buf,
+			 "{\"a\\\"b\":\"x\\\"\\\\\\u000a\\u0001\\u007f\","
+			 "\"bad\":\"\\ufffd\\ufffd(ok\",\"n\":-42,\"v\":[\"\xe2\x82\xac\"]}");
 	sbx_json_free(&j);
 }
 END_TEST
@@ -178,10 +179,22 @@ static int validate_with(void (*mut)(sandbox_options_t *))
 	return sbx_options_validate(&o);
 }
 
-static void mem0(sandbox_options_t *o) { o->memory_mb = 0; }
-static void mem_huge(sandbox_options_t *o) { o->memory_mb = 1u << 30; }
-static void vcpu0(sandbox_options_t *o) { o->vcpus = 0; }
-static void rel_workdir(sandbox_options_t *o) { o->workdir = "tmp"; }
+static void mem0(sandbox_options_t *o)
+{
+	o->memory_mb = 0;
+}
+static void mem_huge(sandbox_options_t *o)
+{
+	o->memory_mb = 1u << 30;
+}
+static void vcpu0(sandbox_options_t *o)
+{
+	o->vcpus = 0;
+}
+static void rel_workdir(sandbox_options_t *o)
+{
+	o->workdir = "tmp";
+}
 static void bad_env(sandbox_options_t *o)
 {
 	static const char *env[] = {"1BAD=x", NULL};
@@ -193,7 +206,10 @@ static void dup_meta(sandbox_options_t *o)
 	o->metadata = kv;
 	o->metadata_count = 2;
 }
-static void null_meta(sandbox_options_t *o) { o->metadata_count = 3; }
+static void null_meta(sandbox_options_t *o)
+{
+	o->metadata_count = 3;
+}
 static void allow_net(sandbox_options_t *o)
 {
 	static const char *list[] = {NULL};
@@ -218,8 +234,14 @@ static void volume(sandbox_options_t *o)
 	o->volumes = v;
 	o->volumes_count = 1;
 }
-static void bad_accel(sandbox_options_t *o) { o->accel = (sandbox_accel_t)7; }
-static void bad_version(sandbox_options_t *o) { o->version = 2; }
+static void bad_accel(sandbox_options_t *o)
+{
+	o->accel = (sandbox_accel_t)7;
+}
+static void bad_version(sandbox_options_t *o)
+{
+	o->version = 2;
+}
 
 START_TEST(options_rejections_are_specific)
 {
@@ -329,10 +351,10 @@ START_TEST(accel_env_override)
 	unsetenv("SANDBOX_ACCEL");
 	/* on this machine (PVM or no KVM) an explicit KVM request is refused
 	 * unless a vendor module really is loaded */
-	int expect = access("/sys/module/kvm_intel", F_OK) == 0 ||
-				     access("/sys/module/kvm_amd", F_OK) == 0
-			     ? SANDBOX_ACCEL_KVM
-			     : SANDBOX_E_ACCEL;
+	int expect =
+	    access("/sys/module/kvm_intel", F_OK) == 0 || access("/sys/module/kvm_amd", F_OK) == 0
+		? SANDBOX_ACCEL_KVM
+		: SANDBOX_E_ACCEL;
 	if (access("/sys/module/kvm_pvm", F_OK) == 0 || access("/dev/kvm", R_OK | W_OK) != 0)
 		expect = SANDBOX_E_ACCEL;
 	ck_assert_int_eq(sbx_accel_resolve(SANDBOX_ACCEL_KVM), expect);
@@ -344,16 +366,16 @@ END_TEST
 START_TEST(domain_xml_escapes_and_roundtrips_metadata)
 {
 	struct sbx_domain_spec s = {
-		.name = "sbx-test",
-		.memory_mb = 256,
-		.vcpus = 1,
-		.kernel = "/k",
-		.initrd = "/i",
-		.cmdline = "console=ttyS0 </cmdline><evil/>",
-		.disk = "/d'\"&.qcow2",
-		.agent_socket = "/s.sock",
-		.console_log = "/c.log",
-		.state_dir = "/var/lib/x&y",
+	    .name = "sbx-test",
+	    .memory_mb = 256,
+	    .vcpus = 1,
+	    .kernel = "/k",
+	    .initrd = "/i",
+	    .cmdline = "console=ttyS0 </cmdline><evil/>",
+	    .disk = "/d'\"&.qcow2",
+	    .agent_socket = "/s.sock",
+	    .console_log = "/c.log",
+	    .state_dir = "/var/lib/x&y",
 	};
 	char *xml = sbx_domain_xml(&s);
 	ck_assert_ptr_nonnull(xml);
@@ -368,9 +390,9 @@ START_TEST(domain_xml_escapes_and_roundtrips_metadata)
 	ck_assert_ptr_nonnull(strstr(xml, "<domain type=\"kvm\">"));
 	ck_assert_ptr_nonnull(strstr(xml, "host-passthrough"));
 	free(xml);
-	char *dir = sbx_domain_xml_state_dir(
-		"<sbx:sandbox xmlns:sbx=\"" SBX_XML_NS "\"><sbx:state_dir>/var/lib/x&amp;y"
-		"</sbx:state_dir></sbx:sandbox>");
+	char *dir = sbx_domain_xml_state_dir("<sbx:sandbox xmlns:sbx=\"" SBX_XML_NS
+					     "\"><sbx:state_dir>/var/lib/x&amp;y"
+					     "</sbx:state_dir></sbx:sandbox>");
 	ck_assert_str_eq(dir, "/var/lib/x&y");
 	free(dir);
 	ck_assert_ptr_null(sbx_domain_xml_state_dir("<not xml"));
@@ -400,11 +422,12 @@ static void make_fake_image(const char *dir, size_t rootfs_size_claim)
 	write_file(dir, "initrd.img", initrd, sizeof initrd);
 	write_file(dir, "rootfs.img", rootfs, sizeof rootfs);
 	char mf[512];
-	int n = snprintf(mf, sizeof mf,
-			 "format=1\nkernel=vmlinux\nkernel_size=64\ninitrd=initrd.img\n"
-			 "initrd_size=16\nrootfs=rootfs.img\nrootfs_size=%zu\ncmdline=console=ttyS0 "
-			 "quiet\n",
-			 rootfs_size_claim);
+	int n =
+	    snprintf(mf, sizeof mf,
+		     "format=1\nkernel=vmlinux\nkernel_size=64\ninitrd=initrd.img\n"
+		     "initrd_size=16\nrootfs=rootfs.img\nrootfs_size=%zu\ncmdline=console=ttyS0 "
+		     "quiet\n",
+		     rootfs_size_claim);
 	write_file(dir, "manifest", mf, (size_t)n);
 }
 
