@@ -200,7 +200,7 @@ static int on_stream_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, co
 		int32_t err = (int32_t)sbx_rd_u32(&r);
 		uint32_t mlen;
 		const char *msg = sbx_rd_str(&r, &mlen);
-		if (!sbx_rd_done(&r) || p->started)
+		if (!sbx_rd_done(&r))
 			return snprintf(why, cap, "bad ERROR frame"), -1;
 		p->spawn_err = err > 0 && err < 4096 ? err : EIO;
 		snprintf(p->spawn_msg, sizeof p->spawn_msg, "%.*s", (int)(mlen < 200 ? mlen : 200),

@@ -463,6 +463,16 @@ SANDBOX_API int sandbox_proc_pid(const sandbox_proc_t *p)
 	return p ? p->pid : -1;
 }
 
+/* The agent may end a running command's stream with ERROR instead of
+ * EXIT (it rejected a frame we sent); there is no exit status then. */
+static int stream_error_locked(struct sandbox_proc *p)
+{
+	if (!p->spawn_err)
+		return 0;
+	return sbx_fail(SANDBOX_E_IO, "the agent ended the stream of '%s': %s", p->argv0,
+			p->spawn_msg);
+}
+
 static sandbox_result_t *make_result(struct sandbox_proc *p)
 {
 	sandbox_result_t *r = calloc(1, sizeof *r);
@@ -523,6 +533,8 @@ SANDBOX_API int sandbox_proc_wait(sandbox_proc_t *p, int timeout_ms, sandbox_res
 		return rc;
 	pthread_mutex_lock(&p->sb->lock);
 	rc = wait_exit_locked(p, timeout_ms);
+	if (!rc)
+		rc = stream_error_locked(p);
 	if (!rc) {
 		*result = make_result(p);
 		if (!*result)
@@ -700,9 +712,12 @@ SANDBOX_API int sandbox_exec(sandbox_t *sb, const char *const *argv,
 	rc = pump(p, &c, o->stdin_data, o->stdin_len);
 	if (!rc) {
 		pthread_mutex_lock(&sb->lock);
-		sandbox_result_t *r = make_result(p);
+		rc = stream_error_locked(p);
+		sandbox_result_t *r = rc ? NULL : make_result(p);
 		pthread_mutex_unlock(&sb->lock);
-		if (!r) {
+		if (rc) {
+			/* reported by stream_error_locked */
+		} else if (!r) {
 			rc = sbx_fail(SANDBOX_E_NOMEM, "result");
 		} else {
 			for (int s = 1; s <= 2; s++) {

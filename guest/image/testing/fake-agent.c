@@ -117,7 +117,7 @@ int main(void)
 	}
 	/* Not connected: POLLHUP. Connected: POLLOUT without POLLHUP. */
 	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
 		int r = poll(&p, 1, 5);
 		if (r > 0 && (p.revents & POLLOUT) && !(p.revents & POLLHUP))
 			break;
@@ -146,7 +146,7 @@ int main(void)
 		if (n > 0) {
 			off_ += n;
 		} else if (n < 0 && errno == EAGAIN) {
-			struct pollfd p = { .fd = fd, .events = POLLOUT };
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
 			poll(&p, 1, 100);
 		} else {
 			say("write to %s failed", port);
@@ -158,7 +158,7 @@ int main(void)
 	/* Wait for SHUTDOWN (type 0x05) or the host going away. */
 	uint8_t buf[4096];
 	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 		if (poll(&p, 1, 1000) < 0 && errno != EINTR)
 			break;
 		if (p.revents & POLLHUP)

@@ -1,0 +1,1015 @@
+#!/usr/bin/env python3
+"""Host-side tests for sandbox-agent, in test mode (--connect SOCK).
+
+The harness is the host: it listens on a UNIX socket, starts the agent,
+and speaks doc/protocol.md with its own implementation of the framing
+(deliberately not lib/proto.c), checking every frame the agent sends as
+strictly as the host library must: header fields, payload encodings,
+per-stream order and flow-control credit. Commands run on this machine,
+as the agent is not PID 1 here.
+
+usage: test_agent.py [path/to/sandbox-agent]
+Prints one line per test and `N passed, N failed`; exits 1 on failure.
+"""
+
+import errno
+import hashlib
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HDR = struct.Struct("<IBBHI")
+MAX_PAYLOAD = 65536
+WINDOW0 = 256 * 1024
+
+HELLO, PING, PONG, ERROR, SHUTDOWN = 0x01, 0x02, 0x03, 0x04, 0x05
+EXEC_START, EXEC_STARTED, STDIN, STDIN_EOF = 0x10, 0x11, 0x12, 0x13
+STDOUT, STDERR, EXIT, SIGNAL, WINDOW = 0x14, 0x15, 0x16, 0x17, 0x20
+F_STDIN = 1
+
+ENV = [b"PATH=/usr/local/bin:/usr/bin:/bin", b"LC_ALL=C"]
+
+
+class ProtocolError(Exception):
+    """The agent sent something the host must reject."""
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def wstr(b):
+    return struct.pack("<I", len(b)) + b
+
+
+def rstr(p, off):
+    if off + 4 > len(p):
+        raise ProtocolError("string length past end")
+    (n,) = struct.unpack_from("<I", p, off)
+    off += 4
+    if off + n > len(p):
+        raise ProtocolError("string past end")
+    s = p[off:off + n]
+    if b"\0" in s:
+        raise ProtocolError("NUL in string")
+    return s, off + n
+
+
+def b(x):
+    return x if isinstance(x, bytes) else x.encode()
+
+
+def exec_start_payload(argv, env=ENV, cwd=b"", flags=0, timeout_ms=0):
+    p = struct.pack("<IIII", flags, timeout_ms, len(argv), len(env)) + wstr(b(cwd))
+    for a in argv:
+        p += wstr(b(a))
+    for e in env:
+        p += wstr(b(e))
+    return p
+
+
+class Stream:
+    def __init__(self, sid, auto_window):
+        self.sid = sid
+        self.auto_window = auto_window
+        self.pid = None
+        self.out = bytearray()
+        self.err = bytearray()
+        self.exit = None   # (kind, timed_out, value)
+        self.error = None  # (errno, message)
+        self.credit = WINDOW0        # agent -> host data we allow
+        self.stdin_credit = WINDOW0  # host -> agent data we may send
+        self.stdin_pending = bytearray()
+        self.stdin_eof = False       # send STDIN_EOF once pending is sent
+        self.stdin_eof_sent = False
+        self.windows_rx = 0          # WINDOW credit received from the agent
+        self.t0 = time.monotonic()
+        self.t_end = None
+
+    @property
+    def done(self):
+        return self.exit is not None or self.error is not None
+
+
+class Conn:
+    """One host connection, with strict checking of agent frames."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.rbuf = bytearray()
+        self.streams = {}
+        self.next_sid = 1
+        self.errors0 = []
+        self.pongs = []
+        self.hello = None
+        self.unexpected = []
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- sending ----------------------------------------------------------
+    def send(self, ftype, stream=0, payload=b"", flags=0, reserved=0, length=None):
+        n = len(payload) if length is None else length
+        self.sock.sendall(HDR.pack(n, ftype, flags, reserved, stream) + payload)
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def window(self, sid, n):
+        self.send(WINDOW, sid, struct.pack("<I", n))
+        self.streams[sid].credit += n
+
+    # -- receiving --------------------------------------------------------
+    def _fill(self, timeout):
+        r, _, _ = select.select([self.sock], [], [], max(timeout, 0))
+        if not r:
+            return
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise EOFError("agent closed the connection")
+        self.rbuf += data
+
+    def _parse(self):
+        if len(self.rbuf) < HDR.size:
+            return None
+        n, t, fl, rsv, sid = HDR.unpack_from(self.rbuf)
+        if fl or rsv or n > MAX_PAYLOAD:
+            raise ProtocolError("bad header %r" % bytes(self.rbuf[:12]))
+        if len(self.rbuf) < HDR.size + n:
+            return None
+        p = bytes(self.rbuf[HDR.size:HDR.size + n])
+        del self.rbuf[:HDR.size + n]
+        self._apply(t, sid, p)
+        return t, sid, p
+
+    def _open_stream(self, sid, t):
+        st = self.streams.get(sid)
+        if st is None:
+            raise ProtocolError("frame 0x%02x for unknown stream %d" % (t, sid))
+        if st.done:
+            raise ProtocolError("frame 0x%02x after the end of stream %d" % (t, sid))
+        return st
+
+    def _apply(self, t, sid, p):
+        if t in (HELLO, PONG) or (t == ERROR and sid == 0):
+            if sid != 0:
+                raise ProtocolError("control frame on stream %d" % sid)
+        if t == HELLO:
+            if len(p) < 12:
+                raise ProtocolError("short HELLO")
+            ver, z, maxp, win = struct.unpack_from("<HHII", p)
+            name, off = rstr(p, 12)
+            if off != len(p) or z != 0:
+                raise ProtocolError("bad HELLO")
+            self.hello = (ver, maxp, win, name)
+        elif t == PONG:
+            if len(p) > 64:
+                raise ProtocolError("PONG over 64 bytes")
+            self.pongs.append(p)
+        elif t == ERROR:
+            if len(p) < 4:
+                raise ProtocolError("short ERROR")
+            (e,) = struct.unpack_from("<i", p)
+            msg, off = rstr(p, 4)
+            if off != len(p):
+                raise ProtocolError("trailing bytes in ERROR")
+            if sid == 0:
+                self.errors0.append((e, msg))
+            else:
+                st = self._open_stream(sid, t)
+                st.error = (e, msg)
+                st.t_end = time.monotonic()
+        elif t == EXEC_STARTED:
+            st = self._open_stream(sid, t)
+            if st.pid is not None or len(p) != 4:
+                raise ProtocolError("bad EXEC_STARTED")
+            (st.pid,) = struct.unpack("<I", p)
+        elif t in (STDOUT, STDERR):
+            st = self._open_stream(sid, t)
+            if st.pid is None:
+                raise ProtocolError("data before EXEC_STARTED")
+            if not 1 <= len(p) <= MAX_PAYLOAD:
+                raise ProtocolError("data frame of %d bytes" % len(p))
+            if len(p) > st.credit:
+                raise ProtocolError("stream %d: %d bytes sent with %d credit"
+                                    % (sid, len(p), st.credit))
+            st.credit -= len(p)
+            (st.out if t == STDOUT else st.err).extend(p)
+            if st.auto_window:
+                self.window(sid, len(p))
+        elif t == EXIT:
+            st = self._open_stream(sid, t)
+            if st.pid is None or len(p) != 8:
+                raise ProtocolError("bad EXIT")
+            kind, to, z, val = struct.unpack("<BBHi", p)
+            if kind > 1 or to > 1 or z:
+                raise ProtocolError("bad EXIT fields")
+            if kind == 0 and not 0 <= val <= 255:
+                raise ProtocolError("bad exit code")
+            if kind == 1 and not 1 <= val <= 64:
+                raise ProtocolError("bad signal")
+            st.exit = (kind, to, val)
+            st.t_end = time.monotonic()
+        elif t == WINDOW:
+            st = self._open_stream(sid, t)
+            if len(p) != 4 or st.pid is None:
+                raise ProtocolError("bad WINDOW")
+            (n,) = struct.unpack("<I", p)
+            st.stdin_credit += n
+            st.windows_rx += n
+        else:
+            raise ProtocolError("unknown frame type 0x%02x" % t)
+
+    def _feed_stdin(self):
+        for st in self.streams.values():
+            if st.done:
+                continue
+            while st.stdin_pending and st.stdin_credit > 0:
+                n = min(len(st.stdin_pending), st.stdin_credit, MAX_PAYLOAD)
+                self.send(STDIN, st.sid, bytes(st.stdin_pending[:n]))
+                del st.stdin_pending[:n]
+                st.stdin_credit -= n
+            if st.stdin_eof and not st.stdin_pending and not st.stdin_eof_sent:
+                self.send(STDIN_EOF, st.sid)
+                st.stdin_eof_sent = True
+
+    def next_frame(self, timeout):
+        end = time.monotonic() + timeout
+        while True:
+            f = self._parse()
+            if f is not None:
+                return f
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            self._fill(left)
+
+    def wait(self, cond, timeout=10.0):
+        end = time.monotonic() + timeout
+        while True:
+            self._feed_stdin()
+            if cond():
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self.next_frame(min(left, 0.05))
+
+    def quiet(self, seconds):
+        """Process frames for a while (e.g. to see that none come)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._feed_stdin()
+            self.next_frame(end - time.monotonic())
+
+    # -- commands ---------------------------------------------------------
+    def start(self, argv, env=ENV, cwd=b"", flags=0, timeout_ms=0, stdin=None,
+              auto_window=True):
+        sid = self.next_sid
+        self.next_sid += 1
+        st = Stream(sid, auto_window)
+        self.streams[sid] = st
+        if stdin is not None:
+            flags |= F_STDIN
+            st.stdin_pending += stdin
+            st.stdin_eof = True
+        self.send(EXEC_START, sid, exec_start_payload(argv, env, cwd, flags, timeout_ms))
+        return st
+
+    def run(self, argv, timeout=20.0, **kw):
+        st = self.start(argv, **kw)
+        check(self.wait(lambda: st.done, timeout), "no EXIT for %r within %ss" % (argv, timeout))
+        return st
+
+    def ping(self, payload=b"ping", timeout=5.0):
+        n = len(self.pongs)
+        self.send(PING, 0, payload)
+        check(self.wait(lambda: len(self.pongs) > n, timeout), "no PONG")
+        check(self.pongs[n] == payload, "PONG payload differs")
+
+    def expect_error0(self, timeout=5.0):
+        n = len(self.errors0)
+        check(self.wait(lambda: len(self.errors0) > n, timeout), "no ERROR on stream 0")
+        return self.errors0[n]
+
+
+def expect_exit(st, kind, value, timed_out=0):
+    check(st.error is None, "ERROR instead of EXIT: %r" % (st.error,))
+    check(st.exit == (kind, timed_out, value),
+          "EXIT %r, expected %r" % (st.exit, (kind, timed_out, value)))
+
+
+class Agent:
+    def __init__(self, binary, tmp, mode="--connect", name="agent"):
+        self.path = os.path.join(tmp, name + ".sock")
+        self.log_path = os.path.join(tmp, name + ".log")
+        self.mode = mode
+        self.lsock = None
+        if mode == "--connect":
+            self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.lsock.bind(self.path)
+            self.lsock.listen(8)
+        self.log = open(self.log_path, "wb")
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        self.proc = subprocess.Popen([binary, mode, self.path], stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log, env=env)
+        self.conn = None
+
+    def connect(self, timeout=10.0):
+        """Get the next connection from the agent and its HELLO."""
+        if self.conn:
+            self.conn.close()
+        if self.mode == "--connect":
+            self.lsock.settimeout(timeout)
+            s, _ = self.lsock.accept()
+        else:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            end = time.monotonic() + timeout
+            while True:
+                try:
+                    s.connect(self.path)
+                    break
+                except OSError:
+                    if time.monotonic() > end:
+                        raise
+                    time.sleep(0.02)
+        s.settimeout(None)
+        self.conn = Conn(s)
+        check(self.conn.wait(lambda: self.conn.hello is not None, timeout), "no HELLO")
+        return self.conn
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def descendants(self):
+        kids = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    s = f.read()
+            except OSError:
+                continue
+            fields = s[s.rindex(")") + 2:].split()
+            kids.setdefault(int(fields[1]), []).append((int(d), fields[0]))
+        out, todo = [], [self.proc.pid]
+        while todo:
+            for pid, state in kids.get(todo.pop(), []):
+                out.append((pid, state))
+                todo.append(pid)
+        return out
+
+    def kill_descendants(self):
+        for pid, _ in self.descendants():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.kill_descendants()
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.conn:
+            self.conn.close()
+        if self.lsock:
+            self.lsock.close()
+        self.log.close()
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+def pid_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+        return s[s.rindex(")") + 2]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_gone(pid, timeout=2.0, zombie_ok=False):
+    """True once pid no longer exists (killed and reaped), or with
+    zombie_ok once it is dead but reaped by someone not under test."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = pid_state(pid)
+        if st is None or (zombie_ok and st == "Z"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# ---------------------------------------------------------------------------
+# tests: each takes the Agent (with a live connection) and the temp dir
+
+def t_hello(ag, tmp):
+    ver, maxp, win, name = ag.conn.hello
+    check(ver == 1, "version %d" % ver)
+    check(maxp == MAX_PAYLOAD, "max payload %d" % maxp)
+    check(win == WINDOW0, "initial window %d" % win)
+    check(name, "empty agent version")
+
+
+def t_ping(ag, tmp):
+    c = ag.conn
+    c.ping(b"")
+    c.ping(bytes(range(64)))
+    c.send(PING, 0, b"x" * 65)
+    e, _ = c.expect_error0()
+    check(e == errno.EINVAL, "PING of 65 bytes: errno %d" % e)
+    c.ping(b"still here")
+
+
+def t_echo(ag, tmp):
+    st = ag.conn.run(["echo", "hi"])
+    expect_exit(st, 0, 0)
+    check(st.pid and st.pid > 1, "pid %r" % st.pid)
+    check(st.out == b"hi\n" and st.err == b"", "output %r %r" % (st.out, st.err))
+
+
+def t_exit_code(ag, tmp):
+    expect_exit(ag.conn.run(["sh", "-c", "exit 3"]), 0, 3)
+
+
+def t_killed(ag, tmp):
+    expect_exit(ag.conn.run(["sh", "-c", "kill -9 $$"]), 1, 9)
+
+
+def t_stdout_10mib(ag, tmp):
+    data = os.urandom(10 << 20)
+    path = os.path.join(tmp, "big")
+    with open(path, "wb") as f:
+        f.write(data)
+    st = ag.conn.run(["cat", path], timeout=60)
+    expect_exit(st, 0, 0)
+    check(len(st.out) == len(data), "got %d bytes" % len(st.out))
+    check(hashlib.sha256(st.out).digest() == hashlib.sha256(data).digest(), "sha256 differs")
+
+
+def t_stderr_separate(ag, tmp):
+    st = ag.conn.run(["sh", "-c", "echo out; echo err >&2; echo out2; echo err2 >&2"])
+    expect_exit(st, 0, 0)
+    check(st.out == b"out\nout2\n", "stdout %r" % st.out)
+    check(st.err == b"err\nerr2\n", "stderr %r" % st.err)
+
+
+def t_both_streams_big(ag, tmp):
+    path = os.path.join(tmp, "mixed")
+    with open(path, "wb") as f:
+        f.write(os.urandom(3 << 20))
+    st = ag.conn.run(["sh", "-c", 'cat "$0" & cat "$0" >&2; wait', path], timeout=60)
+    expect_exit(st, 0, 0)
+    want = hashlib.sha256(open(path, "rb").read()).digest()
+    check(hashlib.sha256(st.out).digest() == want, "stdout differs")
+    check(hashlib.sha256(st.err).digest() == want, "stderr differs")
+
+
+def t_stdin_sha256(ag, tmp):
+    data = os.urandom((1 << 20) + 12345)  # several windows' worth
+    st = ag.conn.run(["sha256sum"], stdin=data, timeout=30)
+    expect_exit(st, 0, 0)
+    want = hashlib.sha256(data).hexdigest().encode() + b"  -\n"
+    check(st.out == want, "sha256sum said %r" % st.out)
+    check(st.windows_rx >= len(data) - WINDOW0, "agent granted only %d" % st.windows_rx)
+
+
+def t_stdin_cat_roundtrip(ag, tmp):
+    data = os.urandom(700000)
+    st = ag.conn.run(["cat"], stdin=data, timeout=30)
+    expect_exit(st, 0, 0)
+    check(st.out == data, "cat echoed %d bytes, not the %d sent" % (len(st.out), len(data)))
+
+
+def t_stdin_devnull(ag, tmp):
+    st = ag.conn.run(["sh", "-c", "cat; echo rc=$?"])
+    expect_exit(st, 0, 0)
+    check(st.out == b"rc=0\n", "without STDIN flag, stdin should be empty: %r" % st.out)
+
+
+def t_timeout(ag, tmp):
+    st = ag.conn.run(["sleep", "100"], timeout_ms=300, timeout=5)
+    expect_exit(st, 1, 9, timed_out=1)
+    el = st.t_end - st.t0
+    check(el < 1.2, "timeout took %.2fs" % el)
+    check(pid_gone(st.pid), "sleep still exists")
+
+
+def t_timeout_group(ag, tmp):
+    # the whole process group is killed, not only the direct child
+    st = ag.conn.run(["sh", "-c", "sleep 100 & echo $!; wait"], timeout_ms=300, timeout=5)
+    expect_exit(st, 1, 9, timed_out=1)
+    check(pid_gone(int(st.out)), "background sleep survived the timeout")
+
+
+def t_signal_term(ag, tmp):
+    c = ag.conn
+    st = c.start(["sleep", "100"])
+    check(c.wait(lambda: st.pid is not None), "no EXEC_STARTED")
+    c.send(SIGNAL, st.sid, struct.pack("<I", 15))
+    check(c.wait(lambda: st.done, 3), "no EXIT after SIGTERM")
+    expect_exit(st, 1, 15)
+
+
+def t_signal_group(ag, tmp):
+    c = ag.conn
+    st = c.start(["sh", "-c", "sleep 100 & echo $!; wait"])
+    check(c.wait(lambda: len(st.out) > 0), "no output")
+    c.send(SIGNAL, st.sid, struct.pack("<I", 9))
+    check(c.wait(lambda: st.done, 3), "no EXIT after SIGKILL")
+    expect_exit(st, 1, 9)
+    check(pid_gone(int(st.out)), "SIGNAL did not reach the background process")
+
+
+def t_drain_without_credit(ag, tmp):
+    # The command exits with its own output still in the pipe and no credit
+    # left: that output is owed, so the stream stays open (no EXIT) until
+    # the host grants credit, and then every byte arrives before EXIT.
+    c = ag.conn
+    st = c.start(["head", "-c", "300000", "/dev/zero"], auto_window=False)
+    check(c.wait(lambda: len(st.out) == WINDOW0, 3), "initial window not used")
+    check(not c.wait(lambda: st.done, 1.0), "EXIT sent while its output was still owed")
+    c.window(st.sid, 300000)
+    check(c.wait(lambda: st.done, 3), "no EXIT after credit")
+    expect_exit(st, 0, 0)
+    check(len(st.out) == 300000, "%d bytes, want 300000" % len(st.out))
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def t_backpressure(ag, tmp):
+    # A host that stops reading: the agent's queue toward it stays bounded
+    # (it stops reading the pipes), and nothing is lost when reading resumes.
+    c = ag.conn
+    path = os.path.join(tmp, "bp")
+    with open(path, "wb") as f:
+        f.write(os.urandom(48 << 20))
+    st = c.start(["cat", path], auto_window=False)
+    check(c.wait(lambda: st.pid is not None), "no EXEC_STARTED")
+    rss0 = rss_kib(ag.proc.pid)
+    c.window(st.sid, 64 << 20)  # plenty of credit, but we do not read
+    time.sleep(1.5)
+    grown = rss_kib(ag.proc.pid) - rss0
+    check(grown < 16 << 10, "agent grew by %d KiB while the host did not read" % grown)
+    check(c.wait(lambda: st.done, 60), "no EXIT")
+    expect_exit(st, 0, 0)
+    want = hashlib.sha256(open(path, "rb").read()).digest()
+    check(hashlib.sha256(st.out).digest() == want, "data differs (%d bytes)" % len(st.out))
+
+
+def t_ping_flood(ag, tmp):
+    # PINGs from a host that never reads PONGs: memory stays bounded.
+    import threading
+    c = ag.conn
+    n = 150000  # ~11 MiB of PONG frames
+    frame = HDR.pack(64, PING, 0, 0, 0) + b"p" * 64
+    sent = []
+
+    def sender():
+        try:
+            c.sock.sendall(frame * n)
+            sent.append(True)
+        except OSError:
+            pass
+    rss0 = rss_kib(ag.proc.pid)
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    time.sleep(1.5)
+    grown = rss_kib(ag.proc.pid) - rss0
+    check(grown < 16 << 10, "agent grew by %d KiB under a PING flood" % grown)
+    check(not sent, "agent swallowed the flood without backpressure?")
+    n0 = len(c.pongs)
+    check(c.wait(lambda: len(c.pongs) - n0 == n, 60), "got %d PONGs of %d" % (len(c.pongs) - n0, n))
+    th.join(5)
+    c.ping()
+
+
+def t_drain_background(ag, tmp):
+    st = ag.conn.run(["sh", "-c", "echo hi; sleep 600 &"], timeout=5)
+    expect_exit(st, 0, 0)
+    el = st.t_end - st.t0
+    check(el < 2.0, "took %.2fs" % el)
+    check(st.out == b"hi\n", "output %r" % st.out)
+
+
+def t_enoent(ag, tmp):
+    c = ag.conn
+    for argv in (["no-such-command-xyzzy"], ["/nonexistent/bin/ls"]):
+        st = c.run(argv)
+        check(st.exit is None and st.pid is None, "%r started?" % argv)
+        check(st.error and st.error[0] == errno.ENOENT, "%r: %r" % (argv, st.error))
+        check(b"execve" in st.error[1] and b"No such file" in st.error[1], "message %r" % (st.error[1],))
+    # PATH comes from the command's env
+    st = c.run(["ls", "/"], env=[b"PATH=/nonexistent"])
+    check(st.error and st.error[0] == errno.ENOENT, "ls with a bad PATH: %r" % (st.error,))
+    st = c.run(["ls", "/"], env=[])
+    expect_exit(st, 0, 0)  # default PATH
+
+
+def t_chdir_and_eacces(ag, tmp):
+    c = ag.conn
+    st = c.run(["ls"], cwd="/nonexistent-dir")
+    check(st.error and st.error[0] == errno.ENOENT and b"chdir" in st.error[1], "cwd: %r" % (st.error,))
+    path = os.path.join(tmp, "notexec")
+    with open(path, "w") as f:
+        f.write("echo nope\n")
+    os.chmod(path, 0o644)
+    st = c.run([path])
+    check(st.error and st.error[0] == errno.EACCES, "EACCES: %r" % (st.error,))
+    # a script without #! runs through /bin/sh, as execvp does
+    os.chmod(path, 0o755)
+    with open(path, "w") as f:
+        f.write("echo script-ok\n")
+    st = c.run([path])
+    expect_exit(st, 0, 0)
+    check(st.out == b"script-ok\n", "script output %r" % st.out)
+
+
+def t_env_cwd(ag, tmp):
+    c = ag.conn
+    st = c.run(["/usr/bin/env"], env=[b"A=1", b"B=two words", b"C="])
+    expect_exit(st, 0, 0)
+    check(st.out == b"A=1\nB=two words\nC=\n", "env %r" % st.out)
+    st = c.run(["pwd"], cwd="/tmp")
+    check(st.out == b"/tmp\n", "pwd %r" % st.out)
+    st = c.run(["pwd"])
+    check(st.out == b"/\n", "default cwd %r" % st.out)
+
+
+def t_fds_closed(ag, tmp):
+    st = ag.conn.run(["sh", "-c", "ls /proc/self/fd"])
+    expect_exit(st, 0, 0)
+    fds = sorted(int(x) for x in st.out.split())
+    # 0,1,2 and the fd ls uses to read the directory
+    check(len(fds) <= 4 and fds[:3] == [0, 1, 2], "child has fds %r" % fds)
+
+
+def t_many_args(ag, tmp):
+    args = ["a%d" % i for i in range(4000)]
+    st = ag.conn.run(["sh", "-c", 'echo $#; echo "${4000}"', "sh"] + args)
+    expect_exit(st, 0, 0)
+    check(st.out == b"4000\na3999\n", "output %r" % st.out)
+
+
+def t_concurrent(ag, tmp):
+    c = ag.conn
+    n = 64
+    streams = []
+    for i in range(n):
+        script = 'i=0; while [ $i -lt 300 ]; do echo "s%d-$i"; i=$((i+1)); done; echo e%d >&2; exit %d' % (i, i, i)
+        streams.append(c.start(["sh", "-c", script]))
+    check(c.wait(lambda: all(s.done for s in streams), 60), "not all %d finished" % n)
+    for i, s in enumerate(streams):
+        expect_exit(s, 0, i)
+        want = b"".join(b"s%d-%d\n" % (i, j) for j in range(300))
+        check(s.out == want, "stream %d stdout wrong" % i)
+        check(s.err == b"e%d\n" % i, "stream %d stderr %r" % (i, s.err))
+
+
+def t_credit(ag, tmp):
+    c = ag.conn
+    total = 3 << 20
+    st = c.start(["head", "-c", str(total), "/dev/zero"], auto_window=False)
+    c.quiet(1.0)
+    check(len(st.out) == WINDOW0, "sent %d bytes on a %d window" % (len(st.out), WINDOW0))
+    check(not st.done, "finished without credit?")
+    # other streams carry on while this one is blocked
+    other = c.run(["echo", "independent"], timeout=5)
+    expect_exit(other, 0, 0)
+    c.window(st.sid, 100000)
+    c.quiet(0.5)
+    check(len(st.out) == WINDOW0 + 100000, "after WINDOW 100000: %d bytes" % len(st.out))
+    st.auto_window = True
+    c.window(st.sid, WINDOW0)
+    check(c.wait(lambda: st.done, 30), "no EXIT after more credit")
+    expect_exit(st, 0, 0)
+    check(len(st.out) == total and st.out.count(0) == total, "got %d bytes" % len(st.out))
+
+
+def t_orphans_reaped(ag, tmp):
+    st = ag.conn.run(["sh", "-c", "sleep 0.2 & exit 0"], timeout=5)
+    expect_exit(st, 0, 0)
+    time.sleep(0.6)
+    zombies = [p for p, s in ag.descendants() if s == "Z"]
+    check(not zombies, "zombies left: %r" % zombies)
+
+
+def t_disconnect_kills(ag, tmp):
+    c = ag.conn
+    st = c.start(["sleep", "100"])
+    st2 = c.start(["sh", "-c", "sleep 100 & echo $!; wait"])
+    check(c.wait(lambda: st.pid and len(st2.out) > 0), "not started")
+    bg = int(st2.out)
+    c.close()
+    ag.conn = None
+    ag.connect()
+    check(pid_gone(st.pid) and pid_gone(st2.pid) and pid_gone(bg), "commands survived the disconnect")
+    ag.conn.ping()
+
+
+def t_bad_stream_frames(ag, tmp):
+    c = ag.conn
+    # STDIN without the STDIN flag: ERROR on the stream, command killed
+    st = c.start(["sleep", "100"])
+    check(c.wait(lambda: st.pid is not None), "no EXEC_STARTED")
+    c.send(STDIN, st.sid, b"data")
+    check(c.wait(lambda: st.done, 3) and st.error and st.error[0] == errno.EPROTO,
+          "STDIN without flag: %r %r" % (st.error, st.exit))
+    check(pid_gone(st.pid), "command not killed")
+    # signal numbers outside 1..64
+    for sig in (0, 65):
+        st = c.start(["sleep", "100"])
+        check(c.wait(lambda: st.pid is not None), "no EXEC_STARTED")
+        c.send(SIGNAL, st.sid, struct.pack("<I", sig))
+        check(c.wait(lambda: st.done, 3) and st.error and st.error[0] == errno.EINVAL,
+              "SIGNAL %d: %r" % (sig, st.error))
+    # malformed WINDOW payload
+    st = c.start(["sleep", "100"])
+    c.send(WINDOW, st.sid, b"\x01\x02")
+    check(c.wait(lambda: st.done, 3) and st.error, "short WINDOW accepted")
+    # duplicate STDIN_EOF
+    st = c.start(["cat"], flags=F_STDIN)
+    c.send(STDIN_EOF, st.sid)
+    c.send(STDIN_EOF, st.sid)
+    check(c.wait(lambda: st.done, 3), "no reply to a second STDIN_EOF")
+    check(st.error and st.error[0] == errno.EPROTO, "second STDIN_EOF: %r %r" % (st.error, st.exit))
+    c.ping()
+
+
+def t_stdin_over_credit(ag, tmp):
+    c = ag.conn
+    st = c.start(["sleep", "100"], flags=F_STDIN)  # never reads stdin
+    check(c.wait(lambda: st.pid is not None), "no EXEC_STARTED")
+    for _ in range(4):
+        c.send(STDIN, st.sid, b"x" * 65536)
+    st.stdin_credit -= 4 * 65536
+    c.quiet(0.5)  # the pipe takes what it can; the agent grants that back
+    check(st.stdin_credit == st.windows_rx, "credit %d, granted %d" % (st.stdin_credit, st.windows_rx))
+    left = st.stdin_credit
+    while left:
+        n = min(left, MAX_PAYLOAD)
+        c.send(STDIN, st.sid, b"y" * n)
+        left -= n
+    c.send(STDIN, st.sid, b"z")  # one byte beyond the window
+    check(c.wait(lambda: st.done, 3), "no reply to STDIN beyond credit")
+    check(st.error and st.error[0] == errno.EPROTO, "over credit: %r" % (st.error,))
+    check(pid_gone(st.pid), "command not killed")
+
+
+def t_bad_exec_start(ag, tmp):
+    c = ag.conn
+    good = exec_start_payload(["true"])
+    cases = {
+        "argc 0": struct.pack("<IIII", 0, 0, 0, 0) + wstr(b""),
+        "truncated": good[:-3],
+        "trailing": good + b"\0",
+        "env without =": exec_start_payload(["true"], env=[b"NOEQUALS"]),
+        "env =x": exec_start_payload(["true"], env=[b"=x"]),
+        "NUL in arg": exec_start_payload([b"tr\0ue"]),
+        "unknown flag": exec_start_payload(["true"], flags=2),
+        "argc huge": struct.pack("<IIII", 0, 0, 0xFFFFFFFF, 0) + wstr(b""),
+        "empty": b"",
+    }
+    for name, payload in cases.items():
+        st = Stream(c.next_sid, True)
+        c.streams[st.sid] = st
+        c.next_sid += 1
+        c.send(EXEC_START, st.sid, payload)
+        check(c.wait(lambda: st.done, 3), "%s: no reply" % name)
+        check(st.error and st.error[0] == errno.EINVAL and st.exit is None,
+              "%s: %r %r" % (name, st.error, st.exit))
+    c.ping()
+    expect_exit(c.run(["true"]), 0, 0)
+
+
+def t_bad_control_frames(ag, tmp):
+    c = ag.conn
+    for t, sid, p in ((0x7F, 0, b""), (HELLO, 0, b""), (STDOUT, 0, b"x"),
+                      (STDIN, 0, b"x"), (WINDOW, 999, struct.pack("<I", 1)),
+                      (PING, 5, b""), (SHUTDOWN, 0, b"x"), (SIGNAL, 12345, b"\1\0\0\0")):
+        c.send(t, sid, p)
+        e, msg = c.expect_error0()
+        check(e in (errno.EPROTO, errno.EINVAL), "type 0x%x stream %d: errno %d" % (t, sid, e))
+        c.ping()
+
+
+def t_late_frames_ignored(ag, tmp):
+    c = ag.conn
+    st = c.run(["true"])
+    expect_exit(st, 0, 0)
+    n0 = len(c.errors0)
+    # the host had not seen EXIT yet when it sent these: no ERROR
+    c.send(WINDOW, st.sid, struct.pack("<I", 4096))
+    c.send(SIGNAL, st.sid, struct.pack("<I", 15))
+    c.ping()
+    check(len(c.errors0) == n0, "late frames answered with %r" % c.errors0[n0:])
+    # but reusing a stream id is an error
+    c.send(EXEC_START, st.sid, exec_start_payload(["true"]))
+    e, _ = c.expect_error0()
+    check(e == errno.EPROTO, "reused id: errno %d" % e)
+
+
+def expect_reconnect(ag, what, must_close=True):
+    """After garbage the agent must hang up (a bad header loses the framing)
+    and keep serving the next connection. Garbage that happens to look like
+    the start of a long frame leaves the agent waiting for the rest; then
+    the harness hangs up itself. Either way the agent must survive."""
+    c = ag.conn
+    closed = False
+    try:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            c.next_frame(end - time.monotonic())
+    except EOFError:
+        closed = True
+    except ProtocolError as e:
+        raise Failure("%s: agent sent a bad frame: %s" % (what, e))
+    check(closed or not must_close, "%s: connection not dropped" % what)
+    check(ag.alive(), "agent died after %s" % what)
+    ag.conn = None
+    c.close()
+    ag.connect()
+    ag.conn.ping()
+    return closed
+
+
+def t_garbage_header(ag, tmp):
+    ag.conn.send(PING, 0, b"", flags=1)
+    expect_reconnect(ag, "non-zero flags")
+    ag.conn.send_raw(HDR.pack(0, PING, 0, 7, 0))
+    expect_reconnect(ag, "reserved bits")
+
+
+def t_oversize(ag, tmp):
+    st = ag.conn.start(["sleep", "100"])
+    check(ag.conn.wait(lambda: st.pid is not None), "no EXEC_STARTED")
+    ag.conn.send_raw(HDR.pack(MAX_PAYLOAD + 1, STDIN, 0, 0, 1) + b"x" * 100)
+    expect_reconnect(ag, "oversize length")
+    check(pid_gone(st.pid), "command survived the reset")
+    ag.conn.send_raw(HDR.pack(0xFFFFFFFF, PING, 0, 0, 0))
+    expect_reconnect(ag, "len 0xffffffff")
+
+
+def t_random_garbage(ag, tmp):
+    import random
+    rnd = random.Random(1234)
+    for i in range(20):
+        data = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 3000)))
+        try:
+            ag.conn.send_raw(data)
+        except OSError:
+            pass
+        expect_reconnect(ag, "random bytes #%d" % i, must_close=False)
+    # and random but well-framed frames of every type
+    for i in range(300):
+        t = rnd.choice([PING, SHUTDOWN + 1, EXEC_STARTED, STDIN, STDIN_EOF, WINDOW, SIGNAL,
+                        EXIT, 0x42, STDOUT])
+        sid = rnd.choice([0, 1, 7, 100000 + i])
+        p = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 80)))
+        ag.conn.send(t, sid, p)
+    ag.conn.quiet(0.5)
+    for st in ag.conn.streams.values():
+        if st.pid:
+            ag.conn.send(SIGNAL, st.sid, struct.pack("<I", 9))
+    ag.conn.ping()
+    check(ag.alive(), "agent died")
+
+
+def t_no_fd_leak(ag, tmp):
+    fds = os.listdir("/proc/%d/fd" % ag.proc.pid)
+    # 0-2, signalfd, the socket (ASan may add one or two)
+    check(len(fds) <= 8, "agent holds %d fds: %r" % (len(fds), fds))
+
+
+def t_listen_mode(ag, tmp):
+    binary = ag.proc.args[0]
+    la = Agent(binary, tmp, mode="--listen", name="listen")
+    try:
+        la.connect()
+        expect_exit(la.conn.run(["echo", "via-listen"]), 0, 0)
+        la.conn.close()
+        la.conn = None
+        la.connect()  # accepts the next connection
+        la.conn.ping()
+        la.conn.send(SHUTDOWN)
+        la.proc.wait(5)
+        check(la.proc.returncode == 0, "exit status %r" % la.proc.returncode)
+    finally:
+        la.stop()
+    check_sanitizer_log(la)
+
+
+def t_shutdown(ag, tmp):
+    # Test mode's SHUTDOWN kills the commands it tracks, not the orphans
+    # earlier tests left behind (as PID 1 it kills everything): do it here.
+    ag.kill_descendants()
+    st = ag.conn.start(["sleep", "100"])
+    check(ag.conn.wait(lambda: st.pid is not None), "no EXEC_STARTED")
+    ag.conn.send(SHUTDOWN)
+    try:
+        ag.proc.wait(5)
+    except subprocess.TimeoutExpired:
+        raise Failure("agent did not exit on SHUTDOWN")
+    check(ag.proc.returncode == 0, "exit status %r" % ag.proc.returncode)
+    # the agent is gone, so whoever adopts the dead child reaps it
+    check(pid_gone(st.pid, zombie_ok=True), "command survived SHUTDOWN")
+
+
+TESTS = [
+    t_hello, t_ping, t_echo, t_exit_code, t_killed, t_stdout_10mib, t_stderr_separate,
+    t_both_streams_big, t_stdin_sha256, t_stdin_cat_roundtrip, t_stdin_devnull, t_timeout,
+    t_timeout_group, t_signal_term, t_signal_group, t_drain_background,
+    t_drain_without_credit, t_enoent, t_chdir_and_eacces, t_env_cwd, t_fds_closed,
+    t_many_args, t_concurrent, t_credit, t_orphans_reaped, t_disconnect_kills,
+    t_bad_stream_frames, t_stdin_over_credit, t_bad_exec_start, t_bad_control_frames,
+    t_late_frames_ignored, t_garbage_header, t_oversize, t_random_garbage, t_backpressure,
+    t_ping_flood, t_no_fd_leak, t_listen_mode, t_shutdown,
+]
+
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehavior")
+
+
+def check_sanitizer_log(ag):
+    text = ag.log_text()
+    bad = [m for m in SANITIZER_MARKS if m in text]
+    check(not bad, "sanitizer report in the agent's log:\n" + text[-4000:])
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "./sandbox-agent")
+    passed = failed = 0
+    with tempfile.TemporaryDirectory(prefix="sbx-agent-test-") as tmp:
+        ag = Agent(binary, tmp)
+        try:
+            ag.connect()
+            for t in TESTS:
+                name = t.__name__[2:]
+                t0 = time.monotonic()
+                try:
+                    if ag.conn is None or not ag.alive():
+                        raise Failure("agent not running")
+                    t(ag, tmp)
+                    if t is not t_shutdown:
+                        check(ag.alive(), "agent died")
+                    passed += 1
+                    print("ok   %-22s %.2fs" % (name, time.monotonic() - t0), flush=True)
+                except Exception as e:  # report and go on with a fresh connection
+                    failed += 1
+                    print("FAIL %-22s %s" % (name, e), flush=True)
+                    if not isinstance(e, Failure):
+                        traceback.print_exc()
+                    if ag.alive() and t is not t_shutdown:
+                        try:
+                            if ag.conn:
+                                ag.conn.close()
+                            ag.conn = None
+                            ag.connect()
+                        except Exception as e2:
+                            print("     cannot reconnect: %s" % e2)
+                            break
+        finally:
+            ag.stop()
+        try:
+            check_sanitizer_log(ag)
+            passed += 1
+            print("ok   sanitizer-log")
+        except Failure as e:
+            failed += 1
+            print("FAIL sanitizer-log %s" % e)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
