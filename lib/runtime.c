@@ -322,16 +322,23 @@ int sbx_runtime_get(const char *uri, const char *state_dir, struct sbx_runtime *
 	}
 	int rc = 0;
 	int want_embed = !uri || !strncmp(uri, "qemu:///embed", 13);
-	for (struct sbx_runtime *o = registry; !rt && want_embed && o; o = o->next) {
-		if (o->embedded) {
-			/* libvirt keeps one embedded driver root per process */
+	for (struct sbx_runtime *o = registry; !rt && o; o = o->next) {
+		/* libvirt keeps one embedded driver root per process, and once
+		 * it is loaded no other connection driver can be opened. */
+		if (o->embedded && want_embed)
 			rc = sbx_fail(
 			    SANDBOX_E_BUSY,
 			    "this process already runs sandboxes with state directory '%s'; "
 			    "libvirt's embedded driver allows one per process",
 			    o->state_dir);
+		else if (o->embedded != want_embed)
+			rc = sbx_fail(
+			    SANDBOX_E_BUSY,
+			    "this process already uses libvirt URI '%s'; libvirt cannot mix its "
+			    "embedded driver with other connections in one process",
+			    o->uri);
+		if (rc)
 			break;
-		}
 	}
 	if (!rt && !rc && (rc = runtime_open(uri, dir, &rt)) == 0) {
 		rt->next = registry;

@@ -424,6 +424,26 @@ START_TEST(bad_exec_arguments)
 }
 END_TEST
 
+/* This process uses the embedded driver (g_sb); libvirt cannot open
+ * another kind of connection beside it, so the library refuses clearly. */
+START_TEST(embedded_and_daemon_uris_do_not_mix)
+{
+	sandbox_options_t o;
+	opts_default(&o);
+	o.libvirt_uri = "qemu:///system";
+	o.state_dir = "/var/lib/libsandbox-test-system";
+	sandbox_t *sb = NULL;
+	ck_assert_int_eq(sandbox_create(&sb, &o, 0), SANDBOX_E_BUSY);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "cannot mix"));
+	ck_assert_ptr_null(sb);
+	/* a second embedded state dir is refused too */
+	opts_default(&o);
+	o.state_dir = "/var/lib/libsandbox-test-other";
+	ck_assert_int_eq(sandbox_create(&sb, &o, 0), SANDBOX_E_BUSY);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "one per process"));
+}
+END_TEST
+
 START_TEST(list_shows_live_sandboxes)
 {
 	sandbox_t **list;
@@ -695,6 +715,9 @@ static char *make_broken_image(const char *how)
 	return dir;
 }
 
+static pid_t spawn_holder(const char *mode, const char *state, int *out_fd);
+static void read_line(int fd, char *buf, size_t cap);
+
 START_TEST(bad_input_leaves_nothing)
 {
 	sandbox_options_t o;
@@ -725,11 +748,17 @@ START_TEST(bad_input_leaves_nothing)
 	o.version = 77;
 	expect_create_fails(&o, 0, SANDBOX_E_VERSION, "version");
 	ck_assert_int_eq(sandbox_create(NULL, NULL, 0), SANDBOX_E_INVAL);
-	/* libvirt unreachable: a daemon socket that does not exist */
-	opts_default(&o);
-	o.libvirt_uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock";
-	o.state_dir = "/var/lib/libsandbox-test-unreach";
-	expect_create_fails(&o, 0, SANDBOX_E_LIBVIRT, "cannot connect to libvirt");
+	/* libvirt unreachable: a daemon socket that does not exist (in a child
+	 * process: this one holds the embedded driver, which cannot mix) */
+	int fd;
+	pid_t child = spawn_holder("unreach", "/var/lib/libsandbox-test-unreach", &fd);
+	char line[512];
+	read_line(fd, line, sizeof line);
+	int st;
+	waitpid(child, &st, 0);
+	close(fd);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "unreachable libvirt: %s", line);
+	ck_assert_msg(strstr(line, "cannot connect to libvirt"), "message: %s", line);
 	/* a failure after the VM started: the agent is not ready in time */
 	opts_default(&o);
 	o.boot_timeout_s = 1;
@@ -814,8 +843,57 @@ START_TEST(sigkill_leftovers_are_reaped)
 }
 END_TEST
 
+static int system_main(const char *state)
+{
+	sandbox_options_t o;
+	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
+	o.state_dir = state;
+	o.libvirt_uri = "qemu:///system";
+	sandbox_t *sb;
+	int rc = sandbox_create(&sb, &o, 0);
+	if (rc) {
+		printf("create failed: %s\n", sandbox_last_error());
+		return 1;
+	}
+	const char *argv[] = {"python3", "-c", "print(6 * 7)", NULL};
+	sandbox_result_t *r;
+	rc = sandbox_exec(sb, argv, NULL, &r, 0);
+	if (rc) {
+		printf("exec failed: %s\n", sandbox_last_error());
+		return 1;
+	}
+	size_t n;
+	const char *out = sandbox_result_stdout(r, &n);
+	printf("%.*s", (int)n, out);
+	char id[40];
+	snprintf(id, sizeof id, "%s", sandbox_id(sb));
+	sandbox_result_free(r);
+	sandbox_free(sb);
+	return vt_qemu_pid(id) == 0 ? 0 : 1;
+}
+
+/* Prints the error; exits 0 only if create failed as it must, leaving no
+ * sandbox directory behind. */
+static int unreach_main(const char *state)
+{
+	sandbox_options_t o;
+	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
+	o.state_dir = state;
+	o.libvirt_uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock";
+	sandbox_t *sb = NULL;
+	int rc = sandbox_create(&sb, &o, 0);
+	printf("%s: %s\n", sandbox_strerror(rc), sandbox_last_error());
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s/sandboxes", state);
+	return rc == SANDBOX_E_LIBVIRT && !sb && vt_dir_entries(dir) <= 0 ? 0 : 1;
+}
+
 static int holder_main(const char *mode, const char *state)
 {
+	if (!strcmp(mode, "system"))
+		return system_main(state);
+	if (!strcmp(mode, "unreach"))
+		return unreach_main(state);
 	sandbox_options_t o;
 	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
 	o.state_dir = state;
@@ -836,27 +914,19 @@ static int holder_main(const char *mode, const char *state)
 	return 0;
 }
 
+/* libvirt cannot mix its embedded driver with other connections in one
+ * process, so the qemu:///system run happens in a child process. */
 START_TEST(system_libvirt_uri)
 {
-	sandbox_options_t o;
-	opts_default(&o);
-	o.libvirt_uri = "qemu:///system";
-	o.state_dir = "/var/lib/libsandbox-test-system";
-	sandbox_t *sb = NULL;
-	int rc = sandbox_create(&sb, &o, 0);
-	ck_assert_msg(rc == 0,
-		      "qemu:///system create failed (scripts/test.sh starts libvirtd): %s: %s",
-		      sandbox_strerror(rc), sandbox_last_error());
-	const char *argv[] = {"python3", "-c", "print(6 * 7)", NULL};
-	sandbox_result_t *r = run(sb, argv, NULL);
-	char *out = out_str(r, SANDBOX_STDOUT);
-	ck_assert_str_eq(out, "42\n");
-	free(out);
-	sandbox_result_free(r);
-	char id[40];
-	snprintf(id, sizeof id, "%s", sandbox_id(sb));
-	sandbox_free(sb);
-	ck_assert_int_eq(vt_qemu_pid(id), 0);
+	int fd;
+	pid_t child = spawn_holder("system", "/var/lib/libsandbox-test-system", &fd);
+	char line[512];
+	read_line(fd, line, sizeof line);
+	int st;
+	waitpid(child, &st, 0);
+	close(fd);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0 && !strcmp(line, "42"),
+		      "qemu:///system sandbox (scripts/test.sh starts libvirtd) said: %s", line);
 }
 END_TEST
 
@@ -880,6 +950,7 @@ static Suite *vm_suite(void)
 	tcase_add_test(e, output_callback_can_abort);
 	tcase_add_test(e, bad_exec_arguments);
 	tcase_add_test(e, list_shows_live_sandboxes);
+	tcase_add_test(e, embedded_and_daemon_uris_do_not_mix);
 	suite_add_tcase(s, e);
 	TCase *l = tcase_create("lifecycle");
 	tcase_set_timeout(l, 900);
