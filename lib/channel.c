@@ -69,10 +69,13 @@ static int write_all(struct sandbox *sb, const uint8_t *p, size_t n)
 		if (w < 0 && errno == EAGAIN) {
 			struct pollfd pfd = {.fd = sb->fd, .events = POLLOUT};
 			poll(&pfd, 1, 1000);
+			/* A guest that stops reading must not pin a writer (the I/O
+			 * thread included) past a kill or the lifetime. */
+			int64_t deadline = sb->deadline_ms;
 			pthread_mutex_lock(&sb->lock);
 			int dead = sb->state == SBX_DEAD;
 			pthread_mutex_unlock(&sb->lock);
-			if (dead)
+			if (dead || (deadline && sbx_now_ms() >= deadline))
 				return SANDBOX_E_DEAD;
 			continue;
 		}
