@@ -1,7 +1,7 @@
 /*
  * libsandbox: run untrusted code in throwaway microVMs.
  *
- * One public header. Conventions (see doc/api.md):
+ * One public header. Conventions (README.md has an overview):
  *  - opaque handles, allocated and freed by the library;
  *  - options structs start with `unsigned int version`, are set up with
  *    *_init() (or the *_INIT macros in C), and only ever grow at the end;
@@ -138,9 +138,11 @@ typedef struct sandbox_options {
 	/* Secrets (not supported yet: create refuses them). */
 	const sandbox_secret_t *secrets;
 	size_t secrets_count;
-	/* Outbound allowlist, NULL-terminated patterns. NULL: everything
-	 * allowed; a list holding only NULL: nothing allowed. (Not supported
-	 * yet: create refuses a non-NULL list.) */
+	/* Outbound allowlist, NULL-terminated patterns. This version gives the
+	 * guest no network at all (the VM has no network device), and
+	 * create refuses a non-NULL list with SANDBOX_E_UNSUPPORTED. When the
+	 * egress proxy lands, NULL will mean "everything, through the proxy"
+	 * and a list holding only NULL "nothing". */
 	const char *const *allow_net;
 	/* Host directories shared into the guest (not supported yet). */
 	const sandbox_volume_t *volumes;
@@ -243,8 +245,10 @@ SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags);
 
 /* Run argv (argv[0] searched in PATH) and wait for it to end. Output is
  * captured into *result unless opts->on_output is set. A command that ran
- * returns 0 whatever its exit status; read it from the result. flags: must
- * be 0. Thread-safe: several commands may run at once in one sandbox. */
+ * returns 0 whatever its exit status; read it from the result. A command
+ * or cwd that does not exist gives SANDBOX_E_NOTFOUND, other failures to
+ * start it SANDBOX_E_EXEC; a dead sandbox SANDBOX_E_DEAD. flags: must be 0.
+ * Thread-safe: several commands may run at once in one sandbox. */
 SANDBOX_API int sandbox_exec(sandbox_t *sb, const char *const *argv,
 			     const sandbox_exec_options_t *opts, sandbox_result_t **result,
 			     unsigned int flags);

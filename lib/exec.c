@@ -143,10 +143,11 @@ void sbx_proc_on_exit_locked(struct sandbox_proc *p)
 	sbx_json_str(&j, "command", p->argv0);
 	if (p->spawn_err) {
 		sbx_json_str(&j, "error", p->spawn_msg);
-	} else if (p->exit.kind == SBX_EXIT_CODE) {
-		sbx_json_int(&j, "exit_code", p->exit.value);
 	} else {
-		sbx_json_int(&j, "signal", p->exit.value);
+		if (p->exit.kind == SBX_EXIT_CODE)
+			sbx_json_int(&j, "exit_code", p->exit.value);
+		else
+			sbx_json_int(&j, "signal", p->exit.value);
 		sbx_json_bool(&j, "timed_out", p->exit.timed_out);
 	}
 	sbx_json_double(&j, "duration_ms", (double)(p->end_us - p->start_us) / 1000.0);

@@ -21,7 +21,9 @@
 #endif
 
 #define MANIFEST_MAX 16384
-#define REBUILD_HINT "; rebuild it with `make image` (or `sandbox image build`)"
+#define REBUILD_HINT                                                                               \
+	"; build or rebuild it with `make image` in the libsandbox build tree (scripts/build.sh "  \
+	"does this)"
 
 struct manifest {
 	char text[MANIFEST_MAX + 1];

@@ -140,7 +140,8 @@ int sbx_options_validate(const sandbox_options_t *o)
 {
 	if (o->version != SANDBOX_OPTIONS_VERSION)
 		return sbx_fail(SANDBOX_E_VERSION,
-				"options version %u not supported (this library knows %u)",
+				"options version %u not supported (this library knows %u); "
+				"initialise options with sandbox_options_init()",
 				o->version, SANDBOX_OPTIONS_VERSION);
 	if (o->memory_mb < SBX_MIN_MEMORY_MB || o->memory_mb > SBX_MAX_MEMORY_MB)
 		return sbx_fail(SANDBOX_E_INVAL, "memory_mb must be %u..%u, got %u",

@@ -699,6 +699,14 @@ static void expect_create_fails(sandbox_options_t *o, unsigned flags, int code,
 	ck_assert_int_eq(a.dirs, b.dirs);
 }
 
+static void remove_tree(char *dir)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+	free(dir);
+}
+
 static char *make_broken_image(const char *how)
 {
 	const char *src = getenv("SANDBOX_IMAGE");
@@ -735,12 +743,12 @@ START_TEST(bad_input_leaves_nothing)
 	char *bad = make_broken_image("rm rootfs.img; head -c 4096 /dev/zero > rootfs.img");
 	o.image = bad;
 	expect_create_fails(&o, 0, SANDBOX_E_IMAGE, "rootfs.img");
-	free(bad);
+	remove_tree(bad);
 	bad = make_broken_image("rm vmlinux; truncate -s $(sed -n 's/^kernel_size=//p' manifest) "
 				"vmlinux");
 	o.image = bad;
 	expect_create_fails(&o, 0, SANDBOX_E_IMAGE, "ELF");
-	free(bad);
+	remove_tree(bad);
 	opts_default(&o);
 	o.workdir = "relative";
 	expect_create_fails(&o, 0, SANDBOX_E_INVAL, "workdir");
