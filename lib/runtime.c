@@ -215,6 +215,7 @@ static void runtime_free(struct sbx_runtime *rt)
 	free(rt->uri);
 	free(rt->state_dir);
 	free(rt->sandboxes_dir);
+	free(rt->embed_root);
 	pthread_mutex_destroy(&rt->lock);
 	free(rt);
 }
@@ -269,7 +270,7 @@ static int runtime_open(const char *uri, const char *state_dir, struct sbx_runti
 		char *root = sbx_asprintf("%s/libvirt", state_dir);
 		rc = root ? prepare_embed_root(root) : sbx_fail(SANDBOX_E_NOMEM, "root");
 		rt->uri = root && !rc ? embed_uri(root) : NULL;
-		free(root);
+		rt->embed_root = root;
 		if (rc) {
 			runtime_free(rt);
 			return rc;

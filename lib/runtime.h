@@ -15,6 +15,7 @@ struct sbx_runtime {
 	char *state_dir;
 	char *sandboxes_dir; /* <state_dir>/sandboxes */
 	int embedded;
+	char *embed_root; /* the embedded driver's root, or NULL */
 	virConnectPtr conn;
 	int lock_fd;
 	uid_t qemu_uid; /* owner for files QEMU must write; -1: leave as is */
