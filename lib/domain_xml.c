@@ -130,7 +130,17 @@ char *sbx_domain_xml(const struct sbx_domain_spec *s)
 	child(dom, "vcpu", num);
 	add_os(dom, s);
 	xmlNodePtr cpu = child(dom, "cpu", NULL);
-	attr(cpu, "mode", s->kvm ? "host-passthrough" : "maximum");
+	if (s->kvm) {
+		attr(cpu, "mode", "host-passthrough");
+	} else {
+		/* Under TCG a plain model boots faster than "maximum": the
+		 * kernel has fewer features to patch code for. Nehalem keeps
+		 * SSE4.2 and POPCNT, which common binaries expect. */
+		attr(cpu, "mode", "custom");
+		attr(cpu, "match", "exact");
+		attr(cpu, "check", "none");
+		attr(child(cpu, "model", SBX_TCG_CPU_MODEL), "fallback", "forbid");
+	}
 	child(dom, "on_poweroff", "destroy");
 	child(dom, "on_reboot", "destroy");
 	child(dom, "on_crash", "destroy");

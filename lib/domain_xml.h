@@ -3,6 +3,8 @@
 #define SBX_DOMAIN_XML_H
 
 #define SBX_XML_NS "urn:libsandbox:domain:1"
+/* Guest CPU model under TCG (bench/floor/floor.py uses the same). */
+#define SBX_TCG_CPU_MODEL "Nehalem"
 
 struct sbx_domain_spec {
 	const char *name;

@@ -101,7 +101,7 @@ def qemu_argv(args, files, cmdline, overlay, sock, accel):
     if accel == "kvm":
         argv += ["-accel", "kvm", "-cpu", "host"]
     else:
-        argv += ["-accel", "tcg", "-cpu", "max"]
+        argv += ["-accel", "tcg", "-cpu", "Nehalem"]  # as lib/domain_xml.c
     argv += ["-m", str(args.memory), "-smp", "1",
              "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]
     if args.bios:

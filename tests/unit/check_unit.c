@@ -384,6 +384,7 @@ START_TEST(domain_xml_escapes_and_roundtrips_metadata)
 	ck_assert_ptr_nonnull(strstr(xml, "<domain type=\"qemu\">"));
 	ck_assert_ptr_nonnull(strstr(xml, "relabel=\"no\""));
 	ck_assert_ptr_nonnull(strstr(xml, "org.libsandbox.agent"));
+	ck_assert_ptr_nonnull(strstr(xml, SBX_TCG_CPU_MODEL));
 	free(xml);
 	s.kvm = 1;
 	xml = sbx_domain_xml(&s);
