@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -159,10 +160,8 @@ static int on_output(struct sandbox_proc *p, int stream, const uint8_t *data, ui
 		       -1;
 	p->out_credit -= len;
 	p->total[stream] += len;
-	if (p->abandoned) {
-		p->out_unacked += len; /* returned by the I/O thread's flush */
-		return 0;
-	}
+	if (p->abandoned)
+		return 0; /* nobody reads it; its credit was granted in bulk */
 	struct sbx_chunk *c = malloc(sizeof *c + len);
 	if (!c)
 		return snprintf(why, cap, "out of memory"), -1;
@@ -243,7 +242,13 @@ static int on_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, const uin
 	sbx_rd_init(&r, pl, h->len);
 	switch (h->type) {
 	case SBX_T_HELLO: return on_hello(sb, &r, why, cap);
-	case SBX_T_PONG: sb->pongs++; return 0;
+	case SBX_T_PONG: {
+		/* only an answer to a ping we sent counts (nonce = sequence) */
+		uint64_t seq = sbx_rd_u64(&r);
+		if (sbx_rd_done(&r) && seq > sb->pong_seq && seq <= sb->ping_seq)
+			sb->pong_seq = seq;
+		return 0;
+	}
 	case SBX_T_ERROR: {
 		(void)sbx_rd_u32(&r);
 		uint32_t mlen;
@@ -252,25 +257,6 @@ static int on_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, const uin
 	}
 	}
 	return snprintf(why, cap, "unexpected control frame type 0x%02x", h->type), -1;
-}
-
-/* Return credit for output that nobody will read (abandoned procs). */
-static void flush_abandoned_credit(struct sandbox *sb)
-{
-	uint32_t streams[64], amounts[64];
-	size_t n = 0;
-	pthread_mutex_lock(&sb->lock);
-	for (struct sandbox_proc *p = sb->procs; p && n < 64; p = p->next) {
-		if (p->abandoned && p->out_unacked) {
-			streams[n] = p->stream;
-			amounts[n++] = p->out_unacked;
-			p->out_credit += p->out_unacked;
-			p->out_unacked = 0;
-		}
-	}
-	pthread_mutex_unlock(&sb->lock);
-	for (size_t i = 0; i < n; i++)
-		sbx_chan_send_u32(sb, SBX_T_WINDOW, streams[i], amounts[i]);
 }
 
 /* Decode all complete frames in buf[0..*len), shifting the remainder.
@@ -299,6 +285,23 @@ int sbx_chan_decode(struct sandbox *sb, uint8_t *buf, size_t *len, char *why, si
 	memmove(buf, buf + off, *len - off);
 	*len -= off;
 	return rc;
+}
+
+/* The guest can write to its serial console without limit; QEMU appends
+ * to console.log. Truncating it leaves QEMU writing past the end, which
+ * makes a sparse file: the disk it uses stays bounded. */
+#define CONSOLE_LOG_MAX (1 << 20)
+static void cap_console_log(struct sandbox *sb)
+{
+	int64_t now = sbx_now_ms();
+	if (!sb->console_log || now - sb->console_checked_ms < 1000)
+		return;
+	sb->console_checked_ms = now;
+	struct stat st;
+	if (stat(sb->console_log, &st) == 0 && (int64_t)st.st_blocks * 512 > CONSOLE_LOG_MAX)
+		if (truncate(sb->console_log, 0) < 0) {
+			/* nothing better to do: try again next second */
+		}
 }
 
 /* Wake at least once a second so a lifetime set after start-up (it
@@ -332,6 +335,7 @@ static void *io_main(void *arg)
 			reason = "lifetime timeout expired";
 			break;
 		}
+		cap_console_log(sb);
 		if (n <= 0 || !pfd[0].revents)
 			continue;
 		ssize_t r = recv(sb->fd, buf + len, RBUF_SIZE - len, 0);
@@ -346,7 +350,6 @@ static void *io_main(void *arg)
 			reason = why;
 			break;
 		}
-		flush_abandoned_credit(sb);
 	}
 	free(buf);
 	if (!buf)

@@ -21,8 +21,45 @@ struct sandbox_result {
 	double duration_ms;
 };
 
+/* How long the agent may take to answer a command start before the
+ * sandbox is declared broken, and the grace the agent gets past a
+ * command's own timeout before the host stops waiting for it. */
+#define AGENT_REPLY_MS 60000
+#define TIMEOUT_GRACE_MS 5000
+
+/* Credit granted at once for a command nobody reads any more: its output
+ * is dropped as it arrives, and the agent must not stall on it. */
+#define ABANDON_GRANT (1u << 30)
+
 /* Return consumed output credit in batches, not per frame. */
 #define WINDOW_BATCH (64u * 1024u)
+
+/* Calls pending when the sandbox died fail with the reason it died for
+ * (SANDBOX_E_PROTOCOL after a protocol violation). Lock held. */
+static int dead_error_locked(struct sandbox *sb)
+{
+	return sbx_fail(sb->dead_code ? sb->dead_code : SANDBOX_E_DEAD, "sandbox %s died: %s",
+			sb->id, sb->dead_reason);
+}
+
+/* pthread_cond_timedwait against a monotonic deadline (ms). Lock held.
+ * Returns ETIMEDOUT once the deadline has passed. */
+static int wait_until_locked(struct sandbox *sb, int64_t deadline_ms)
+{
+	int64_t left = deadline_ms - sbx_now_ms();
+	if (left <= 0)
+		return ETIMEDOUT;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += left / 1000;
+	ts.tv_nsec += (long)(left % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&sb->cond, &sb->lock, &ts);
+	return 0;
+}
 
 static int check_flags(unsigned int flags, unsigned int known, const char *fn)
 {
@@ -190,10 +227,19 @@ void sbx_proc_free_locked(struct sandbox_proc *p)
 static int wait_started(struct sandbox_proc *p)
 {
 	struct sandbox *sb = p->sb;
+	int64_t deadline = sbx_now_ms() + AGENT_REPLY_MS;
+	int timed_out = 0;
 	pthread_mutex_lock(&sb->lock);
-	while (!p->started && !p->exited && sb->state != SBX_DEAD)
-		pthread_cond_wait(&sb->cond, &sb->lock);
+	while (!p->started && !p->exited && sb->state != SBX_DEAD && !timed_out)
+		timed_out = wait_until_locked(sb, deadline) == ETIMEDOUT;
 	int rc = 0;
+	if (timed_out && !p->started && !p->exited && sb->state != SBX_DEAD) {
+		pthread_mutex_unlock(&sb->lock);
+		sbx_kill_internal(sb, "the agent did not answer a command start", 0);
+		return sbx_fail(SANDBOX_E_TIMEOUT,
+				"the agent did not answer within %d s; sandbox %s killed",
+				AGENT_REPLY_MS / 1000, sb->id);
+	}
 	if (p->spawn_err) {
 		rc = sbx_fail(p->spawn_err == ENOENT ? SANDBOX_E_NOTFOUND : SANDBOX_E_EXEC,
 			      "cannot start '%s' in the sandbox: %s", p->argv0, p->spawn_msg);
@@ -301,7 +347,7 @@ static int wait_credit(struct sandbox_proc *p, size_t want, size_t *got)
 	if (p->exited)
 		rc = sbx_fail(SANDBOX_E_IO, "the command has ended; its stdin is closed");
 	else if (sb->state == SBX_DEAD)
-		rc = sbx_fail(SANDBOX_E_DEAD, "sandbox %s died: %s", sb->id, sb->dead_reason);
+		rc = dead_error_locked(sb);
 	if (!rc) {
 		size_t n = want < p->in_credit ? want : (size_t)p->in_credit;
 		if (n > SBX_PROTO_MAX_PAYLOAD)
@@ -431,7 +477,7 @@ SANDBOX_API int sandbox_proc_read(sandbox_proc_t *p, int *stream, void *buf, siz
 	if (!rc && p->head) {
 		rc = (int)take_locked(p, stream, buf, cap, &ack);
 	} else if (!rc && !p->exited) {
-		rc = sbx_fail(SANDBOX_E_DEAD, "sandbox %s died: %s", sb->id, sb->dead_reason);
+		rc = dead_error_locked(sb);
 	} else if (rc == SANDBOX_E_TIMEOUT) {
 		sbx_fail(rc, "no output within %d ms", timeout_ms);
 	}
@@ -512,8 +558,7 @@ static int wait_exit_locked(struct sandbox_proc *p, int timeout_ms)
 		if (p->exited)
 			return 0;
 		if (sb->state == SBX_DEAD)
-			return sbx_fail(SANDBOX_E_DEAD, "sandbox %s died: %s", sb->id,
-					sb->dead_reason);
+			return dead_error_locked(sb);
 		if (timeout_ms < 0)
 			pthread_cond_wait(&sb->cond, &sb->lock);
 		else if (pthread_cond_timedwait(&sb->cond, &sb->lock, &ts) == ETIMEDOUT)
@@ -566,8 +611,16 @@ SANDBOX_API void sandbox_proc_free(sandbox_proc_t *p)
 		p->head = p->tail = NULL;
 		p->queued = 0;
 		uint32_t stream = p->stream;
+		uint32_t grant = ABANDON_GRANT;
+		if (p->out_credit > UINT32_MAX - grant)
+			grant = UINT32_MAX - p->out_credit;
+		p->out_credit += grant;
 		pthread_mutex_unlock(&sb->lock);
+		/* Kill it, and let whatever it still sends flow (and be dropped
+		 * by the I/O thread, which itself never writes) so its EXIT comes. */
 		sbx_chan_send_u32(sb, SBX_T_SIGNAL, stream, 9);
+		if (grant)
+			sbx_chan_send_u32(sb, SBX_T_WINDOW, stream, grant);
 		sbx_sandbox_unref(sb); /* the I/O thread frees p itself */
 		return;
 	}
@@ -652,24 +705,57 @@ static int feed_stdin(struct sandbox_proc *p, const uint8_t **data, size_t *left
 	return rc;
 }
 
-static int pump(struct sandbox_proc *p, struct capture *c, const uint8_t *in, size_t in_len)
+/* The agent enforces a command's timeout; the host does not trust it to.
+ * Past timeout + grace the host sends SIGKILL itself; past another grace
+ * with still no EXIT the agent is broken and the sandbox is killed.
+ * Returns 0 to go on waiting, or an error. */
+static int host_timeout(struct sandbox_proc *p, int64_t *deadline, int *stage)
+{
+	if (*stage == 0) {
+		*stage = 1;
+		*deadline = sbx_now_ms() + TIMEOUT_GRACE_MS;
+		sbx_chan_send_u32(p->sb, SBX_T_SIGNAL, p->stream, 9);
+		return 0;
+	}
+	sbx_kill_internal(p->sb, "the agent did not end a command at its timeout", 0);
+	return sbx_fail(SANDBOX_E_TIMEOUT,
+			"'%s' outlived its timeout and the agent did not end it; sandbox %s killed",
+			p->argv0, p->sb->id);
+}
+
+static int pump(struct sandbox_proc *p, struct capture *c, const uint8_t *in, size_t in_len,
+		unsigned int timeout_ms)
 {
 	struct sandbox *sb = p->sb;
 	uint8_t buf[SBX_PROTO_MAX_PAYLOAD];
+	int64_t deadline =
+		timeout_ms ? sbx_now_ms() + (int64_t)timeout_ms + TIMEOUT_GRACE_MS : INT64_MAX;
+	int stage = 0;
 	for (;;) {
 		int rc = p->has_stdin ? feed_stdin(p, &in, &in_len) : 0;
 		if (rc)
 			return rc;
 		pthread_mutex_lock(&sb->lock);
-		while (!p->head && !p->exited && sb->state != SBX_DEAD && !(in_len && p->in_credit))
-			pthread_cond_wait(&sb->cond, &sb->lock);
+		int expired = 0;
+		while (!p->head && !p->exited && sb->state != SBX_DEAD &&
+		       !(in_len && p->in_credit) && !expired) {
+			if (deadline == INT64_MAX)
+				pthread_cond_wait(&sb->cond, &sb->lock);
+			else
+				expired = wait_until_locked(sb, deadline) == ETIMEDOUT;
+		}
+		if (expired && !p->head && !p->exited && sb->state != SBX_DEAD) {
+			pthread_mutex_unlock(&sb->lock);
+			if ((rc = host_timeout(p, &deadline, &stage)))
+				return rc;
+			continue;
+		}
 		if (!p->head && p->exited) {
 			pthread_mutex_unlock(&sb->lock);
 			return 0;
 		}
 		if (!p->head && sb->state == SBX_DEAD) {
-			rc = sbx_fail(SANDBOX_E_DEAD, "sandbox %s died: %s", sb->id,
-				      sb->dead_reason);
+			rc = dead_error_locked(sb);
 			pthread_mutex_unlock(&sb->lock);
 			return rc;
 		}
@@ -710,7 +796,7 @@ SANDBOX_API int sandbox_exec(sandbox_t *sb, const char *const *argv,
 	if ((rc = proc_start(sb, argv, o, o->stdin_len > 0, &p)))
 		return rc;
 	struct capture c = {.o = o};
-	rc = pump(p, &c, o->stdin_data, o->stdin_len);
+	rc = pump(p, &c, o->stdin_data, o->stdin_len, o->timeout_ms);
 	if (!rc) {
 		pthread_mutex_lock(&sb->lock);
 		rc = stream_error_locked(p);

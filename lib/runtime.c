@@ -251,14 +251,22 @@ static int runtime_open(const char *uri, const char *state_dir, struct sbx_runti
 		runtime_free(rt);
 		return sbx_fail(SANDBOX_E_NOMEM, "runtime");
 	}
+	/* Permissions are ours to set only on directories we create: a
+	 * caller's existing state dir (even /tmp) is left as it is. */
+	struct stat st;
+	int had_state = stat(state_dir, &st) == 0;
+	int had_sandboxes = stat(rt->sandboxes_dir, &st) == 0;
 	int rc = sbx_mkdirs(rt->sandboxes_dir, 0755);
 	if (rc) {
 		runtime_free(rt);
 		return sbx_fail_errno(rc == -EACCES ? SANDBOX_E_PERM : SANDBOX_E_IO, -rc,
 				      "cannot create state directory '%s'", state_dir);
 	}
-	chmod(state_dir, 0755);
-	chmod(rt->sandboxes_dir, 0755); /* QEMU's user must reach its files */
+	/* QEMU's user must reach its files (umask may have narrowed these) */
+	if (!had_state)
+		chmod(state_dir, 0755);
+	if (!had_sandboxes)
+		chmod(rt->sandboxes_dir, 0755);
 	if ((rc = lookup_qemu_user(rt)) || (rc = take_lock(rt))) {
 		runtime_free(rt);
 		return rc;

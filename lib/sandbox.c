@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "util.h"
 
 #define QBOOT_ROM "/usr/share/qemu/qboot.rom"
+#define PING_TIMEOUT_S 10
 
 SANDBOX_API const char *sandbox_version(void)
 {
@@ -30,6 +32,17 @@ SANDBOX_API const char *sandbox_version(void)
 void sbx_sandbox_ref(struct sandbox *sb)
 {
 	atomic_fetch_add(&sb->refs, 1);
+}
+
+/* A new reference unless the count already reached zero (the sandbox is
+ * being destroyed). Returns 1 on success. */
+static int sbx_sandbox_tryref(struct sandbox *sb)
+{
+	int n = atomic_load(&sb->refs);
+	while (n > 0)
+		if (atomic_compare_exchange_weak(&sb->refs, &n, n + 1))
+			return 1;
+	return 0;
 }
 
 /* ---- construction helpers */
@@ -309,6 +322,25 @@ static void audit_create(struct sandbox *sb, const sandbox_options_t *o, double 
 	sbx_audit_emit(&sb->audit, &j);
 }
 
+/* Make the sandbox visible in sandbox_list, unless it already died (the
+ * I/O thread may have killed it between HELLO and now). */
+static int register_live(struct sandbox *sb)
+{
+	pthread_mutex_lock(&sb->kill_lock);
+	int rc = 0;
+	if (sb->killed) {
+		pthread_mutex_lock(&sb->lock);
+		rc = sbx_fail(SANDBOX_E_BOOT, "sandbox %s died while starting: %s", sb->id,
+			      sb->dead_reason);
+		pthread_mutex_unlock(&sb->lock);
+	} else {
+		sbx_runtime_add(sb->rt, sb);
+		sb->registered = 1;
+	}
+	pthread_mutex_unlock(&sb->kill_lock);
+	return rc;
+}
+
 static int create_checks(sandbox_t **out, const sandbox_options_t *o, unsigned int flags)
 {
 	if (!out)
@@ -327,12 +359,14 @@ static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct s
 	if ((rc = sbx_accel_resolve(o->accel)) < 0)
 		return rc;
 	sb->accel = (unsigned)rc;
-	if ((rc = sbx_image_load(o->image, img)) ||
-	    (rc = sbx_runtime_get(o->libvirt_uri, o->state_dir, &sb->rt)))
+	if ((rc = sbx_image_load(o->image, img)))
 		return rc;
+	/* the audit sink is checked before the runtime touches the state dir */
 	if ((rc = sbx_audit_open(&sb->audit, o, sb->id, sb->metadata, sb->metadata_count)))
 		return rc;
 	sb->audit_open = 1;
+	if ((rc = sbx_runtime_get(o->libvirt_uri, o->state_dir, &sb->rt)))
+		return rc;
 	if ((rc = make_dir(sb)) || (rc = make_overlay(sb, img)))
 		return rc;
 	if ((rc = start_domain(sb, img, o)) || (rc = boot(sb, o)))
@@ -357,10 +391,16 @@ SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts, u
 	struct sbx_image img;
 	memset(&img, 0, sizeof img);
 	rc = create_steps(sb, o, &img);
+	if (!rc)
+		rc = register_live(sb);
 	if (rc) {
 		char saved[1024];
 		sbx_error_save(saved, sizeof saved);
+		/* the I/O thread may be tearing down too (the VM died): one at a time */
+		pthread_mutex_lock(&sb->kill_lock);
+		sb->killed = 1;
 		teardown(sb);
+		pthread_mutex_unlock(&sb->kill_lock);
 		close_fds(sb);
 		if (sb->audit_open)
 			sbx_audit_close(&sb->audit);
@@ -370,7 +410,6 @@ SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts, u
 		return rc;
 	}
 	sbx_image_free(&img);
-	sbx_runtime_add(sb->rt, sb);
 	audit_create(sb, o, (double)(sbx_now_us() - sb->created_us) / 1000.0);
 	*out = sb;
 	return 0;
@@ -395,7 +434,13 @@ void sbx_kill_internal(struct sandbox *sb, const char *reason, int from_io)
 	sbx_mark_dead_locked(sb, SANDBOX_E_DEAD, reason);
 	pthread_mutex_unlock(&sb->lock);
 	teardown(sb); /* joins the I/O thread unless we are it */
+	if (!sb->registered) {
+		/* create has not finished: it fails and cleans up, no event */
+		pthread_mutex_unlock(&sb->kill_lock);
+		return;
+	}
 	sbx_runtime_remove(sb->rt, sb);
+	sb->registered = 0;
 	struct sbx_json j;
 	sbx_audit_begin(&sb->audit, &j, "sandbox.kill");
 	sbx_json_str(&j, "reason", reason);
@@ -419,6 +464,8 @@ void sbx_sandbox_unref(struct sandbox *sb)
 {
 	if (atomic_fetch_sub(&sb->refs, 1) != 1)
 		return;
+	/* sandbox_list takes references only from a count above zero
+	 * (sbx_sandbox_tryref), so nobody can revive it from here on */
 	sbx_kill_internal(sb, "freed while running", 0);
 	sbx_chan_stop(sb); /* the I/O thread may have killed it itself */
 	pthread_mutex_lock(&sb->lock);
@@ -500,8 +547,8 @@ static void collect(struct sbx_runtime *rt, void *arg)
 			a->v = v;
 			a->cap = cap;
 		}
-		sbx_sandbox_ref(sb);
-		a->v[a->n++] = sb;
+		if (sbx_sandbox_tryref(sb))
+			a->v[a->n++] = sb;
 	}
 	pthread_mutex_unlock(&rt->lock);
 }
@@ -541,17 +588,30 @@ SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags)
 	if (flags)
 		return sbx_fail(SANDBOX_E_FLAGS, "sandbox_ping: unknown flags 0x%x", flags);
 	pthread_mutex_lock(&sb->lock);
-	uint64_t before = sb->pongs;
+	uint64_t nonce = ++sb->ping_seq;
 	pthread_mutex_unlock(&sb->lock);
-	int rc = sbx_chan_send(sb, SBX_T_PING, 0, "ping", 4);
+	uint8_t payload[8];
+	struct sbx_wr w;
+	sbx_wr_init(&w, payload, sizeof payload);
+	sbx_wr_u64(&w, nonce);
+	int rc = sbx_chan_send(sb, SBX_T_PING, 0, payload, sizeof payload);
 	if (rc)
 		return rc;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += PING_TIMEOUT_S;
+	int timed_out = 0;
 	pthread_mutex_lock(&sb->lock);
-	while (sb->pongs == before && sb->state == SBX_RUNNING)
-		pthread_cond_wait(&sb->cond, &sb->lock);
-	rc = sb->pongs != before
-		 ? 0
-		 : sbx_fail(SANDBOX_E_DEAD, "sandbox %s died: %s", sb->id, sb->dead_reason);
+	while (sb->pong_seq < nonce && sb->state == SBX_RUNNING && !timed_out)
+		timed_out = pthread_cond_timedwait(&sb->cond, &sb->lock, &ts) == ETIMEDOUT;
+	if (sb->pong_seq >= nonce)
+		rc = 0;
+	else if (sb->state != SBX_RUNNING)
+		rc = sbx_fail(sb->dead_code ? sb->dead_code : SANDBOX_E_DEAD, "sandbox %s died: %s",
+			      sb->id, sb->dead_reason);
+	else
+		rc = sbx_fail(SANDBOX_E_TIMEOUT, "the agent did not answer a ping within %d s",
+			      PING_TIMEOUT_S);
 	pthread_mutex_unlock(&sb->lock);
 	return rc;
 }

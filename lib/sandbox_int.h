@@ -79,7 +79,10 @@ struct sandbox {
 	char dead_reason[256];
 	uint32_t next_stream;
 	struct sandbox_proc *procs;
-	uint64_t pongs;
+	uint64_t ping_seq; /* last PING nonce sent */
+	uint64_t pong_seq; /* highest nonce answered */
+	int registered;    /* in the runtime's live list */
+	int64_t console_checked_ms;
 	_Atomic int64_t deadline_ms; /* lifetime end (monotonic), 0: none */
 
 	pthread_mutex_t kill_lock;
