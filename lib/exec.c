@@ -729,7 +729,7 @@ static int pump(struct sandbox_proc *p, struct capture *c, const uint8_t *in, si
 	struct sandbox *sb = p->sb;
 	uint8_t buf[SBX_PROTO_MAX_PAYLOAD];
 	int64_t deadline =
-		timeout_ms ? sbx_now_ms() + (int64_t)timeout_ms + TIMEOUT_GRACE_MS : INT64_MAX;
+	    timeout_ms ? sbx_now_ms() + (int64_t)timeout_ms + TIMEOUT_GRACE_MS : INT64_MAX;
 	int stage = 0;
 	for (;;) {
 		int rc = p->has_stdin ? feed_stdin(p, &in, &in_len) : 0;

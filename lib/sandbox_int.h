@@ -81,7 +81,7 @@ struct sandbox {
 	struct sandbox_proc *procs;
 	uint64_t ping_seq; /* last PING nonce sent */
 	uint64_t pong_seq; /* highest nonce answered */
-	int registered;    /* in the runtime's live list */
+	int registered;	   /* in the runtime's live list */
 	int64_t console_checked_ms;
 	_Atomic int64_t deadline_ms; /* lifetime end (monotonic), 0: none */
 

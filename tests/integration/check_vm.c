@@ -531,6 +531,52 @@ START_TEST(three_sandboxes_at_once)
 }
 END_TEST
 
+struct lister {
+	volatile int stop;
+	long rounds;
+};
+
+static void *list_loop(void *arg)
+{
+	struct lister *l = arg;
+	while (!l->stop) {
+		sandbox_t **v;
+		size_t n;
+		if (sandbox_list(&v, &n, 0) == 0)
+			sandbox_list_free(v, n);
+		l->rounds++;
+	}
+	return NULL;
+}
+
+/* sandbox_list running while the last reference goes: the dying sandbox
+ * must not be revived (a use-after-free ASan catches in the ASan run). */
+START_TEST(list_races_final_free)
+{
+	sandbox_options_t o;
+	opts_default(&o);
+	sandbox_t *sb = must_create(&o);
+	char id[40];
+	snprintf(id, sizeof id, "%s", sandbox_id(sb));
+	struct lister l = {0};
+	pthread_t t;
+	pthread_create(&t, NULL, list_loop, &l);
+	while (l.rounds < 100)
+		usleep(1000);
+	sandbox_free(sb);
+	usleep(100000);
+	l.stop = 1;
+	pthread_join(t, NULL);
+	assert_gone(id);
+	sandbox_t **v;
+	size_t n;
+	ck_assert_int_eq(sandbox_list(&v, &n, 0), 0);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_str_ne(sandbox_id(v[i]), id);
+	sandbox_list_free(v, n);
+}
+END_TEST
+
 START_TEST(kill_destroys_vm_and_disk)
 {
 	sandbox_options_t o;
@@ -777,6 +823,20 @@ START_TEST(bad_input_leaves_nothing)
 		o.accel = SANDBOX_ACCEL_KVM;
 		expect_create_fails(&o, 0, SANDBOX_E_ACCEL, "KVM");
 	}
+	/* a bad audit log is refused before the state dir is touched: an
+	 * existing directory keeps its mode and gets no files */
+	char sticky[] = "/tmp/sbx-sticky-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(sticky));
+	chmod(sticky, 01777);
+	opts_default(&o);
+	o.state_dir = sticky;
+	o.audit_log = "/nonexistent-dir/audit.jsonl";
+	expect_create_fails(&o, 0, SANDBOX_E_IO, "audit log");
+	struct stat sst;
+	ck_assert_int_eq(stat(sticky, &sst), 0);
+	ck_assert_int_eq(sst.st_mode & 07777, 01777);
+	ck_assert_int_eq(vt_dir_entries(sticky), 0);
+	rmdir(sticky);
 	/* refused until implemented, with what is missing named */
 	opts_default(&o);
 	const char *none[] = {NULL};
@@ -964,6 +1024,7 @@ static Suite *vm_suite(void)
 	tcase_set_timeout(l, 900);
 	tcase_add_test(l, three_sandboxes_at_once);
 	tcase_add_test(l, kill_destroys_vm_and_disk);
+	tcase_add_test(l, list_races_final_free);
 	tcase_add_test(l, free_kills_a_live_sandbox);
 	tcase_add_test(l, lifetime_timeout_kills);
 	tcase_add_test(l, audit_records_lifecycle_and_commands);
