@@ -162,20 +162,8 @@ static int on_output(struct sandbox_proc *p, int stream, const uint8_t *data, ui
 	p->total[stream] += len;
 	if (p->abandoned)
 		return 0; /* nobody reads it; its credit was granted in bulk */
-	struct sbx_chunk *c = malloc(sizeof *c + len);
-	if (!c)
-		return snprintf(why, cap, "out of memory"), -1;
-	c->next = NULL;
-	c->stream = stream;
-	c->len = len;
-	c->off = 0;
-	memcpy(c->data, data, len);
-	if (p->tail)
-		p->tail->next = c;
-	else
-		p->head = c;
-	p->tail = c;
-	p->queued += len;
+	if (sbx_outq_push(&p->out, stream, data, len))
+		return snprintf(why, cap, "cannot queue output (out of memory)"), -1;
 	return 0;
 }
 

@@ -216,10 +216,7 @@ void sbx_procs_fail_locked(struct sandbox *sb)
 
 void sbx_proc_free_locked(struct sandbox_proc *p)
 {
-	for (struct sbx_chunk *c = p->head, *n; c; c = n) {
-		n = c->next;
-		free(c);
-	}
+	sbx_outq_free(&p->out);
 	free(p->argv0);
 	free(p);
 }
@@ -421,7 +418,7 @@ static int wait_output_locked(struct sandbox_proc *p, int timeout_ms)
 	struct timespec ts;
 	if (timeout_ms >= 0)
 		deadline_ts(&ts, timeout_ms);
-	while (!p->head && !p->exited && sb->state != SBX_DEAD) {
+	while (sbx_outq_empty(&p->out) && !p->exited && sb->state != SBX_DEAD) {
 		if (timeout_ms < 0) {
 			pthread_cond_wait(&sb->cond, &sb->lock);
 		} else if (pthread_cond_timedwait(&sb->cond, &sb->lock, &ts) == ETIMEDOUT) {
@@ -431,27 +428,13 @@ static int wait_output_locked(struct sandbox_proc *p, int timeout_ms)
 	return 0;
 }
 
-/* Take up to cap bytes of the first chunk (lock held). */
+/* Take up to cap bytes of the first run of output (lock held). */
 static size_t take_locked(struct sandbox_proc *p, int *stream, void *buf, size_t cap, uint32_t *ack)
 {
-	struct sbx_chunk *c = p->head;
-	size_t n = c->len - c->off;
-	if (n > cap)
-		n = cap;
-	if (buf)
-		memcpy(buf, c->data + c->off, n);
-	*stream = c->stream;
-	c->off += n;
-	p->queued -= n;
-	if (c->off == c->len) {
-		p->head = c->next;
-		if (!p->head)
-			p->tail = NULL;
-		free(c);
-	}
+	size_t n = sbx_outq_pop(&p->out, stream, buf, cap);
 	p->out_unacked += (uint32_t)n;
 	*ack = 0;
-	if (!p->exited && (p->out_unacked >= WINDOW_BATCH || !p->head)) {
+	if (!p->exited && (p->out_unacked >= WINDOW_BATCH || sbx_outq_empty(&p->out))) {
 		*ack = p->out_unacked;
 		p->out_credit += p->out_unacked;
 		p->out_unacked = 0;
@@ -474,7 +457,7 @@ SANDBOX_API int sandbox_proc_read(sandbox_proc_t *p, int *stream, void *buf, siz
 	pthread_mutex_lock(&sb->lock);
 	rc = wait_output_locked(p, timeout_ms);
 	uint32_t ack = 0;
-	if (!rc && p->head) {
+	if (!rc && !sbx_outq_empty(&p->out)) {
 		rc = (int)take_locked(p, stream, buf, cap, &ack);
 	} else if (!rc && !p->exited) {
 		rc = dead_error_locked(sb);
@@ -545,7 +528,7 @@ static int wait_exit_locked(struct sandbox_proc *p, int timeout_ms)
 	if (timeout_ms >= 0)
 		deadline_ts(&ts, timeout_ms);
 	for (;;) {
-		while (p->head) {
+		while (!sbx_outq_empty(&p->out)) {
 			int s;
 			uint32_t ack;
 			take_locked(p, &s, NULL, SIZE_MAX, &ack);
@@ -603,13 +586,7 @@ SANDBOX_API void sandbox_proc_free(sandbox_proc_t *p)
 	if (live && linked) {
 		/* The I/O thread frees it when EXIT arrives. */
 		p->abandoned = 1;
-		p->out_unacked += (uint32_t)p->queued;
-		for (struct sbx_chunk *c = p->head, *n; c; c = n) {
-			n = c->next;
-			free(c);
-		}
-		p->head = p->tail = NULL;
-		p->queued = 0;
+		sbx_outq_free(&p->out);
 		uint32_t stream = p->stream;
 		uint32_t grant = ABANDON_GRANT;
 		if (p->out_credit > UINT32_MAX - grant)
@@ -737,31 +714,32 @@ static int pump(struct sandbox_proc *p, struct capture *c, const uint8_t *in, si
 			return rc;
 		pthread_mutex_lock(&sb->lock);
 		int expired = 0;
-		while (!p->head && !p->exited && sb->state != SBX_DEAD &&
+		while (sbx_outq_empty(&p->out) && !p->exited && sb->state != SBX_DEAD &&
 		       !(in_len && p->in_credit) && !expired) {
 			if (deadline == INT64_MAX)
 				pthread_cond_wait(&sb->cond, &sb->lock);
 			else
 				expired = wait_until_locked(sb, deadline) == ETIMEDOUT;
 		}
-		if (expired && !p->head && !p->exited && sb->state != SBX_DEAD) {
+		if (expired && sbx_outq_empty(&p->out) && !p->exited && sb->state != SBX_DEAD) {
 			pthread_mutex_unlock(&sb->lock);
 			if ((rc = host_timeout(p, &deadline, &stage)))
 				return rc;
 			continue;
 		}
-		if (!p->head && p->exited) {
+		if (sbx_outq_empty(&p->out) && p->exited) {
 			pthread_mutex_unlock(&sb->lock);
 			return 0;
 		}
-		if (!p->head && sb->state == SBX_DEAD) {
+		if (sbx_outq_empty(&p->out) && sb->state == SBX_DEAD) {
 			rc = dead_error_locked(sb);
 			pthread_mutex_unlock(&sb->lock);
 			return rc;
 		}
 		int stream = 0;
 		uint32_t ack = 0;
-		size_t n = p->head ? take_locked(p, &stream, buf, sizeof buf, &ack) : 0;
+		size_t n =
+		    !sbx_outq_empty(&p->out) ? take_locked(p, &stream, buf, sizeof buf, &ack) : 0;
 		pthread_mutex_unlock(&sb->lock);
 		if (ack)
 			send_window(sb, p->stream, ack);

@@ -8,21 +8,13 @@
 #include <stdint.h>
 
 #include "audit.h"
+#include "outq.h"
 #include "proto.h"
 #include "sandbox.h"
 
 #define SBX_DOMAIN_PREFIX "sbx-"
 
 struct sbx_runtime;
-
-/* A chunk of command output waiting for the reader. */
-struct sbx_chunk {
-	struct sbx_chunk *next;
-	int stream;
-	size_t len;
-	size_t off;
-	uint8_t data[];
-};
 
 struct sandbox_proc {
 	struct sandbox_proc *next; /* in sb->procs while the stream is open */
@@ -40,8 +32,7 @@ struct sandbox_proc {
 	uint32_t out_credit;  /* bytes the agent may still send us */
 	uint32_t out_unacked; /* consumed, not yet returned with WINDOW */
 	uint64_t in_credit;   /* bytes we may still send */
-	struct sbx_chunk *head, *tail;
-	size_t queued;
+	struct sbx_outq out;  /* output waiting for the reader */
 	uint64_t total[3];
 	int64_t start_us, end_us;
 	char *argv0; /* for audit */

@@ -64,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(buf);
 	for (int i = 0; i < 2; i++) {
 		/* credit is never exceeded: queued output fits in the window */
-		if (mine[i]->queued > SBX_PROTO_INITIAL_WINDOW)
+		if (mine[i]->out.used > SBX_PROTO_INITIAL_WINDOW)
 			abort();
 	}
 	pthread_mutex_lock(&sb->lock);

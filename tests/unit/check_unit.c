@@ -13,6 +13,7 @@
 #include "image.h"
 #include "json.h"
 #include "options.h"
+#include "outq.h"
 #include "proto.h"
 #include "util.h"
 
@@ -133,6 +134,52 @@ START_TEST(proto_exit_roundtrip_and_bounds)
 	sbx_exit_encode(b, &e);
 	ck_assert_int_eq(sbx_exit_decode(b, n, &g), -1);
 	ck_assert_int_eq(sbx_exit_decode(b, 7, &g), -1);
+}
+END_TEST
+
+/* ----------------------------------------------------------------- outq */
+
+START_TEST(outq_keeps_order_streams_and_bounds)
+{
+	struct sbx_outq q = {0};
+	uint8_t big[100000], out[200000];
+	for (size_t i = 0; i < sizeof big; i++)
+		big[i] = (uint8_t)(i * 7);
+	/* wrap the ring several times, in uneven steps */
+	size_t total_in = 0, total_out = 0;
+	for (int round = 0; round < 20; round++) {
+		ck_assert_int_eq(sbx_outq_push(&q, 1, big, 70000 + round), 0);
+		total_in += 70000 + round;
+		int s;
+		size_t n = sbx_outq_pop(&q, &s, out, sizeof out);
+		ck_assert_int_eq(s, 1);
+		ck_assert_uint_eq(n, 70000 + (size_t)round);
+		ck_assert_int_eq(memcmp(out, big, n), 0);
+		total_out += n;
+	}
+	ck_assert_uint_eq(total_in, total_out);
+	ck_assert(sbx_outq_empty(&q));
+	/* adjacent frames of one stream merge; runs of another stay apart */
+	ck_assert_int_eq(sbx_outq_push(&q, 1, (const uint8_t *)"ab", 2), 0);
+	ck_assert_int_eq(sbx_outq_push(&q, 1, (const uint8_t *)"cd", 2), 0);
+	ck_assert_int_eq(sbx_outq_push(&q, 2, (const uint8_t *)"E", 1), 0);
+	ck_assert_uint_eq(q.seg_n, 2);
+	int s;
+	ck_assert_uint_eq(sbx_outq_pop(&q, &s, out, sizeof out), 4);
+	ck_assert_int_eq(s, 1);
+	ck_assert_int_eq(memcmp(out, "abcd", 4), 0);
+	ck_assert_uint_eq(sbx_outq_pop(&q, &s, out, sizeof out), 1);
+	ck_assert_int_eq(s, 2);
+	/* never more than the window */
+	ck_assert_int_eq(sbx_outq_push(&q, 1, big, sizeof big), 0);
+	ck_assert_int_eq(sbx_outq_push(&q, 1, big, sizeof big), 0);
+	ck_assert_int_eq(sbx_outq_push(&q, 1, big, sizeof big), -1);
+	sbx_outq_free(&q);
+	/* alternating 1-byte frames: memory stays a small multiple of the data */
+	for (size_t i = 0; i < SBX_PROTO_INITIAL_WINDOW; i++)
+		ck_assert_int_eq(sbx_outq_push(&q, 1 + (int)(i & 1), big, 1), 0);
+	ck_assert_uint_le(q.seg_cap * sizeof(struct sbx_outq_seg), 8u * SBX_PROTO_INITIAL_WINDOW);
+	sbx_outq_free(&q);
 }
 END_TEST
 
@@ -504,6 +551,7 @@ static Suite *unit_suite(void)
 	tcase_add_test(t, proto_exec_start_rejects_bad_env_and_nul);
 	tcase_add_test(t, proto_exit_roundtrip_and_bounds);
 	tcase_add_test(t, json_escapes_everything);
+	tcase_add_test(t, outq_keeps_order_streams_and_bounds);
 	tcase_add_test(t, options_init_and_defaults);
 	tcase_add_test(t, options_rejections_are_specific);
 	tcase_add_test(t, options_unimplemented_are_refused);
