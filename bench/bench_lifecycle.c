@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_ms(void)
 {
@@ -43,6 +44,35 @@ static void print_stat(const char *name, double *v, int n, int last)
 	for (int i = 0; i < n; i++)
 		printf("%s%.1f", i ? ", " : "", v[i]);
 	printf("]}%s\n", last ? "" : ",");
+}
+
+/* VmRSS (KiB) of a process, 0 if unknown. */
+static long rss_kib(long pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof path, "/proc/%ld/status", pid);
+	FILE *f = fopen(path, "r");
+	long kib = 0;
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, "VmRSS:", 6))
+			kib = atol(line + 6);
+	if (f)
+		fclose(f);
+	return kib;
+}
+
+/* Pid of the QEMU running sandbox `id` (its -name guest=sbx-<id>). */
+static long qemu_pid(const char *id)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof cmd, "pgrep -f 'guest=sbx-%s,'", id);
+	FILE *p = popen(cmd, "r");
+	long pid = 0;
+	if (p && fscanf(p, "%ld", &pid) != 1)
+		pid = 0;
+	if (p)
+		pclose(p);
+	return pid;
 }
 
 static int die(const char *what, int rc)
@@ -131,6 +161,7 @@ int main(int argc, char **argv)
 			"[bench] run %d: floor %.0f ms, create %.0f ms, first exec %.0f ms\n", i,
 			fl[i], create[i], first[i]);
 	}
+	long host_before = rss_kib((long)getpid());
 	if ((rc = sandbox_create(&sb, &o, 0)))
 		die("create", rc);
 	for (int i = 0; i < execs; i++) {
@@ -146,6 +177,9 @@ int main(int argc, char **argv)
 		ping[i] = t1 - t0;
 		ex[i] = t2 - t1;
 	}
+	sleep(3); /* idle */
+	long host_after = rss_kib((long)getpid());
+	long qemu_kib = rss_kib(qemu_pid(sandbox_id(sb)));
 	sandbox_free(sb);
 	printf("{\n  \"name\": \"lifecycle\",\n  \"runs\": %d,\n  \"execs\": %d,\n", runs, execs);
 	printf("  \"results\": {\n");
@@ -156,7 +190,10 @@ int main(int argc, char **argv)
 	print_stat("create_exec_kill", total, runs, 0);
 	print_stat("exec_true_round_trip", ex, execs, 0);
 	print_stat("ping_round_trip", ping, execs, 1);
-	printf("  },\n  \"ratios\": {\n");
+	printf("  },\n  \"idle_memory\": {\"guest_ram_mib\": %u, \"qemu_rss_mib\": %.1f, "
+	       "\"host_process_delta_mib\": %.1f},\n",
+	       o.memory_mb, qemu_kib / 1024.0, (host_after - host_before) / 1024.0);
+	printf("  \"ratios\": {\n");
 	printf("    \"first_exec_vs_floor_p50\": %.3f,\n",
 	       pct(first, runs, 50) / pct(fl, runs, 50));
 	printf("    \"create_vs_floor_p50\": %.3f,\n", pct(create, runs, 50) / pct(fl, runs, 50));
