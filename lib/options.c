@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "netpolicy.h"
 #include "proto.h"
 
 SANDBOX_API int sandbox_options_init(sandbox_options_t *opts, unsigned int version)
@@ -105,8 +106,19 @@ static int validate_metadata(const sandbox_options_t *o)
 /* Options that later work implements are validated for shape now, then
  * refused: silently ignoring a security option would be worse than
  * failing. */
+/* Malformed patterns are an error naming the pattern, even while the
+ * options that use them are not implemented yet. */
+static int check_patterns(const char *const *list, const char *what)
+{
+	struct sbx_netpolicy p;
+	int rc = sbx_netpolicy_parse(list, what, &p);
+	sbx_netpolicy_free(&p);
+	return rc;
+}
+
 static int refuse_unimplemented(const sandbox_options_t *o)
 {
+	int rc;
 	if (o->secrets_count && !o->secrets)
 		return sbx_fail(SANDBOX_E_INVAL, "secrets is NULL but secrets_count is %zu",
 				o->secrets_count);
@@ -119,7 +131,11 @@ static int refuse_unimplemented(const sandbox_options_t *o)
 			    SANDBOX_E_INVAL,
 			    "secrets[%zu] (%s): a value and a non-empty host list are required", i,
 			    s->name);
+		if ((rc = check_patterns(s->hosts, "secret hosts")))
+			return rc;
 	}
+	if ((rc = check_patterns(o->allow_net, "allow_net")))
+		return rc;
 	if (o->volumes_count && !o->volumes)
 		return sbx_fail(SANDBOX_E_INVAL, "volumes is NULL but volumes_count is %zu",
 				o->volumes_count);

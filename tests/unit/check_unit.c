@@ -1,5 +1,7 @@
 /* Unit tests for the library's internal modules: no VM needed. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include "error.h"
 #include "image.h"
 #include "json.h"
+#include "netpolicy.h"
 #include "options.h"
 #include "outq.h"
 #include "proto.h"
@@ -134,6 +137,88 @@ START_TEST(proto_exit_roundtrip_and_bounds)
 	sbx_exit_encode(b, &e);
 	ck_assert_int_eq(sbx_exit_decode(b, n, &g), -1);
 	ck_assert_int_eq(sbx_exit_decode(b, 7, &g), -1);
+}
+END_TEST
+
+/* ------------------------------------------------------------ netpolicy */
+
+static int allows(const char *pattern, const char *name, unsigned port)
+{
+	const char *list[] = {pattern, NULL};
+	struct sbx_netpolicy p;
+	ck_assert_int_eq(sbx_netpolicy_parse(list, "allow_net", &p), 0);
+	int r = sbx_netpolicy_allows_name(&p, name, port);
+	sbx_netpolicy_free(&p);
+	return r;
+}
+
+START_TEST(netpolicy_patterns_match_the_table)
+{
+	ck_assert(allows("example.test", "example.test", 443));
+	ck_assert(allows("example.test", "EXAMPLE.test.", 8443));
+	ck_assert(!allows("example.test", "a.example.test", 443));
+	ck_assert(!allows("example.test", "example.test.evil", 443));
+	ck_assert(allows("api.example.test:443", "api.example.test", 443));
+	ck_assert(!allows("api.example.test:443", "api.example.test", 8443));
+	ck_assert(allows("api.example.test:443", "api.example.test", 0)); /* DNS */
+	ck_assert(allows("*.example.test", "a.example.test", 80));
+	ck_assert(allows("*.example.test", "a.b.example.test", 80));
+	ck_assert(!allows("*.example.test", "example.test", 80));
+	ck_assert(!allows("*.example.test", "aexample.test", 80));
+	ck_assert(!allows("*.example.test:443", "a.example.test", 80));
+	const char *ips[] = {"192.0.2.1", "[2001:db8::1]:443", NULL};
+	struct sbx_netpolicy p;
+	ck_assert_int_eq(sbx_netpolicy_parse(ips, "allow_net", &p), 0);
+	uint8_t a4[4] = {192, 0, 2, 1}, b4[4] = {192, 0, 2, 2}, a6[16];
+	ck_assert_int_eq(inet_pton(AF_INET6, "2001:db8::1", a6), 1);
+	ck_assert(sbx_netpolicy_allows_addr(&p, AF_INET, a4, 80));
+	ck_assert(!sbx_netpolicy_allows_addr(&p, AF_INET, b4, 80));
+	ck_assert(sbx_netpolicy_allows_addr(&p, AF_INET6, a6, 443));
+	ck_assert(!sbx_netpolicy_allows_addr(&p, AF_INET6, a6, 80));
+	/* an IP pattern never allows a name */
+	ck_assert(!sbx_netpolicy_allows_name(&p, "192.0.2.1", 80));
+	sbx_netpolicy_free(&p);
+}
+END_TEST
+
+START_TEST(netpolicy_rejects_malformed_patterns_by_name)
+{
+	static const char *bad[] = {"",
+				    "*",
+				    "*.",
+				    "a.*.test",
+				    "*example.test",
+				    "2001:db8::1",
+				    "[2001:db8::1",
+				    "[nope]",
+				    "host:0",
+				    "host:65536",
+				    "host:+1",
+				    "host:",
+				    "1.2.3",
+				    "010.0.0.1",
+				    "a..b",
+				    "-a.test",
+				    "a b.test",
+				    "[::1]x",
+				    "x:1:2"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		const char *list[] = {"ok.test", bad[i], NULL};
+		struct sbx_netpolicy p;
+		ck_assert_msg(sbx_netpolicy_parse(list, "allow_net", &p) == SANDBOX_E_INVAL,
+			      "'%s' accepted", bad[i]);
+		char want[64];
+		snprintf(want, sizeof want, "allow_net[1] '%s'", bad[i]);
+		ck_assert_msg(strstr(sandbox_last_error(), want), "message '%s' lacks %s",
+			      sandbox_last_error(), want);
+	}
+	/* in options: a malformed pattern is INVAL before the UNSUPPORTED refusal */
+	sandbox_options_t o;
+	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
+	const char *list[] = {"good.test", "bad..test", NULL};
+	o.allow_net = list;
+	ck_assert_int_eq(sbx_options_validate(&o), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "bad..test"));
 }
 END_TEST
 
@@ -551,6 +636,8 @@ static Suite *unit_suite(void)
 	tcase_add_test(t, proto_exec_start_rejects_bad_env_and_nul);
 	tcase_add_test(t, proto_exit_roundtrip_and_bounds);
 	tcase_add_test(t, json_escapes_everything);
+	tcase_add_test(t, netpolicy_patterns_match_the_table);
+	tcase_add_test(t, netpolicy_rejects_malformed_patterns_by_name);
 	tcase_add_test(t, outq_keeps_order_streams_and_bounds);
 	tcase_add_test(t, options_init_and_defaults);
 	tcase_add_test(t, options_rejections_are_specific);
