@@ -32,6 +32,33 @@ void sbx_mark_dead_locked(struct sandbox *sb, int code, const char *reason)
 	pthread_cond_broadcast(&sb->cond);
 }
 
+int sbx_dead_error_locked(struct sandbox *sb)
+{
+	return sbx_fail(sb->dead_code ? sb->dead_code : SANDBOX_E_DEAD, "sandbox %s died: %s",
+			sb->id, sb->dead_reason);
+}
+
+int sbx_wait_locked(struct sandbox *sb, int64_t deadline_ms)
+{
+	if (deadline_ms == INT64_MAX) {
+		pthread_cond_wait(&sb->cond, &sb->lock);
+		return 0;
+	}
+	int64_t left = deadline_ms - sbx_now_ms();
+	if (left <= 0)
+		return ETIMEDOUT;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += left / 1000;
+	ts.tv_nsec += (long)(left % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&sb->cond, &sb->lock, &ts);
+	return 0;
+}
+
 int sbx_chan_connect(struct sandbox *sb, int64_t deadline_ms)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -369,16 +396,8 @@ int sbx_chan_start(struct sandbox *sb)
 int sbx_chan_wait_ready(struct sandbox *sb, int64_t deadline_ms)
 {
 	pthread_mutex_lock(&sb->lock);
-	while (sb->state == SBX_BOOTING && sbx_now_ms() < deadline_ms) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&sb->cond, &sb->lock, &ts);
-	}
+	while (sb->state == SBX_BOOTING && sbx_wait_locked(sb, deadline_ms) != ETIMEDOUT)
+		;
 	int rc = 0;
 	if (sb->state == SBX_DEAD)
 		rc = sbx_fail(SANDBOX_E_BOOT, "guest failed before its agent was ready: %s",

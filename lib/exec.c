@@ -34,33 +34,6 @@ struct sandbox_result {
 /* Return consumed output credit in batches, not per frame. */
 #define WINDOW_BATCH (64u * 1024u)
 
-/* Calls pending when the sandbox died fail with the reason it died for
- * (SANDBOX_E_PROTOCOL after a protocol violation). Lock held. */
-static int dead_error_locked(struct sandbox *sb)
-{
-	return sbx_fail(sb->dead_code ? sb->dead_code : SANDBOX_E_DEAD, "sandbox %s died: %s",
-			sb->id, sb->dead_reason);
-}
-
-/* pthread_cond_timedwait against a monotonic deadline (ms). Lock held.
- * Returns ETIMEDOUT once the deadline has passed. */
-static int wait_until_locked(struct sandbox *sb, int64_t deadline_ms)
-{
-	int64_t left = deadline_ms - sbx_now_ms();
-	if (left <= 0)
-		return ETIMEDOUT;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += left / 1000;
-	ts.tv_nsec += (long)(left % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_cond_timedwait(&sb->cond, &sb->lock, &ts);
-	return 0;
-}
-
 static int check_flags(unsigned int flags, unsigned int known, const char *fn)
 {
 	if (flags & ~known)
@@ -228,7 +201,7 @@ static int wait_started(struct sandbox_proc *p)
 	int timed_out = 0;
 	pthread_mutex_lock(&sb->lock);
 	while (!p->started && !p->exited && sb->state != SBX_DEAD && !timed_out)
-		timed_out = wait_until_locked(sb, deadline) == ETIMEDOUT;
+		timed_out = sbx_wait_locked(sb, deadline) == ETIMEDOUT;
 	int rc = 0;
 	if (timed_out && !p->started && !p->exited && sb->state != SBX_DEAD) {
 		pthread_mutex_unlock(&sb->lock);
@@ -241,8 +214,7 @@ static int wait_started(struct sandbox_proc *p)
 		rc = sbx_fail(p->spawn_err == ENOENT ? SANDBOX_E_NOTFOUND : SANDBOX_E_EXEC,
 			      "cannot start '%s' in the sandbox: %s", p->argv0, p->spawn_msg);
 	} else if (!p->started) {
-		rc = sbx_fail(sb->dead_code ? sb->dead_code : SANDBOX_E_DEAD, "sandbox %s died: %s",
-			      sb->id, sb->dead_reason);
+		rc = sbx_dead_error_locked(sb);
 	}
 	pthread_mutex_unlock(&sb->lock);
 	return rc;
@@ -344,7 +316,7 @@ static int wait_credit(struct sandbox_proc *p, size_t want, size_t *got)
 	if (p->exited)
 		rc = sbx_fail(SANDBOX_E_IO, "the command has ended; its stdin is closed");
 	else if (sb->state == SBX_DEAD)
-		rc = dead_error_locked(sb);
+		rc = sbx_dead_error_locked(sb);
 	if (!rc) {
 		size_t n = want < p->in_credit ? want : (size_t)p->in_credit;
 		if (n > SBX_PROTO_MAX_PAYLOAD)
@@ -399,15 +371,10 @@ SANDBOX_API int sandbox_proc_close_stdin(sandbox_proc_t *p, unsigned int flags)
 
 /* ---- output */
 
-static void deadline_ts(struct timespec *ts, int timeout_ms)
+/* Monotonic deadline for a timeout in ms; -1: none (INT64_MAX). */
+static int64_t deadline_after(int timeout_ms)
 {
-	clock_gettime(CLOCK_REALTIME, ts);
-	ts->tv_sec += timeout_ms / 1000;
-	ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
+	return timeout_ms < 0 ? INT64_MAX : sbx_now_ms() + timeout_ms;
 }
 
 /* Wait (lock held) until output is queued, the command ended, or the
@@ -415,16 +382,10 @@ static void deadline_ts(struct timespec *ts, int timeout_ms)
 static int wait_output_locked(struct sandbox_proc *p, int timeout_ms)
 {
 	struct sandbox *sb = p->sb;
-	struct timespec ts;
-	if (timeout_ms >= 0)
-		deadline_ts(&ts, timeout_ms);
-	while (sbx_outq_empty(&p->out) && !p->exited && sb->state != SBX_DEAD) {
-		if (timeout_ms < 0) {
-			pthread_cond_wait(&sb->cond, &sb->lock);
-		} else if (pthread_cond_timedwait(&sb->cond, &sb->lock, &ts) == ETIMEDOUT) {
+	int64_t deadline = deadline_after(timeout_ms);
+	while (sbx_outq_empty(&p->out) && !p->exited && sb->state != SBX_DEAD)
+		if (sbx_wait_locked(sb, deadline) == ETIMEDOUT)
 			return SANDBOX_E_TIMEOUT;
-		}
-	}
 	return 0;
 }
 
@@ -460,7 +421,7 @@ SANDBOX_API int sandbox_proc_read(sandbox_proc_t *p, int *stream, void *buf, siz
 	if (!rc && !sbx_outq_empty(&p->out)) {
 		rc = (int)take_locked(p, stream, buf, cap, &ack);
 	} else if (!rc && !p->exited) {
-		rc = dead_error_locked(sb);
+		rc = sbx_dead_error_locked(sb);
 	} else if (rc == SANDBOX_E_TIMEOUT) {
 		sbx_fail(rc, "no output within %d ms", timeout_ms);
 	}
@@ -524,9 +485,7 @@ static sandbox_result_t *make_result(struct sandbox_proc *p)
 static int wait_exit_locked(struct sandbox_proc *p, int timeout_ms)
 {
 	struct sandbox *sb = p->sb;
-	struct timespec ts;
-	if (timeout_ms >= 0)
-		deadline_ts(&ts, timeout_ms);
+	int64_t deadline = deadline_after(timeout_ms);
 	for (;;) {
 		while (!sbx_outq_empty(&p->out)) {
 			int s;
@@ -541,10 +500,8 @@ static int wait_exit_locked(struct sandbox_proc *p, int timeout_ms)
 		if (p->exited)
 			return 0;
 		if (sb->state == SBX_DEAD)
-			return dead_error_locked(sb);
-		if (timeout_ms < 0)
-			pthread_cond_wait(&sb->cond, &sb->lock);
-		else if (pthread_cond_timedwait(&sb->cond, &sb->lock, &ts) == ETIMEDOUT)
+			return sbx_dead_error_locked(sb);
+		if (sbx_wait_locked(sb, deadline) == ETIMEDOUT)
 			return sbx_fail(SANDBOX_E_TIMEOUT, "command still running after %d ms",
 					timeout_ms);
 	}
@@ -716,10 +673,7 @@ static int pump(struct sandbox_proc *p, struct capture *c, const uint8_t *in, si
 		int expired = 0;
 		while (sbx_outq_empty(&p->out) && !p->exited && sb->state != SBX_DEAD &&
 		       !(in_len && p->in_credit) && !expired) {
-			if (deadline == INT64_MAX)
-				pthread_cond_wait(&sb->cond, &sb->lock);
-			else
-				expired = wait_until_locked(sb, deadline) == ETIMEDOUT;
+			expired = sbx_wait_locked(sb, deadline) == ETIMEDOUT;
 		}
 		if (expired && sbx_outq_empty(&p->out) && !p->exited && sb->state != SBX_DEAD) {
 			pthread_mutex_unlock(&sb->lock);
@@ -732,7 +686,7 @@ static int pump(struct sandbox_proc *p, struct capture *c, const uint8_t *in, si
 			return 0;
 		}
 		if (sbx_outq_empty(&p->out) && sb->state == SBX_DEAD) {
-			rc = dead_error_locked(sb);
+			rc = sbx_dead_error_locked(sb);
 			pthread_mutex_unlock(&sb->lock);
 			return rc;
 		}

@@ -597,18 +597,15 @@ SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags)
 	int rc = sbx_chan_send(sb, SBX_T_PING, 0, payload, sizeof payload);
 	if (rc)
 		return rc;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += PING_TIMEOUT_S;
-	int timed_out = 0;
+	int64_t deadline = sbx_now_ms() + PING_TIMEOUT_S * 1000;
 	pthread_mutex_lock(&sb->lock);
-	while (sb->pong_seq < nonce && sb->state == SBX_RUNNING && !timed_out)
-		timed_out = pthread_cond_timedwait(&sb->cond, &sb->lock, &ts) == ETIMEDOUT;
+	while (sb->pong_seq < nonce && sb->state == SBX_RUNNING &&
+	       sbx_wait_locked(sb, deadline) != ETIMEDOUT)
+		;
 	if (sb->pong_seq >= nonce)
 		rc = 0;
 	else if (sb->state != SBX_RUNNING)
-		rc = sbx_fail(sb->dead_code ? sb->dead_code : SANDBOX_E_DEAD, "sandbox %s died: %s",
-			      sb->id, sb->dead_reason);
+		rc = sbx_dead_error_locked(sb);
 	else
 		rc = sbx_fail(SANDBOX_E_TIMEOUT, "the agent did not answer a ping within %d s",
 			      PING_TIMEOUT_S);

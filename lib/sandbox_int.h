@@ -93,6 +93,12 @@ void sbx_chan_stop(struct sandbox *sb); /* wake + join the I/O thread */
 /* Decode complete frames from buf (guest bytes), keep the partial rest.
  * Returns 0, or -1 on a protocol violation described in why. */
 int sbx_chan_decode(struct sandbox *sb, uint8_t *buf, size_t *len, char *why, size_t cap);
+/* Wait on sb->cond (lock held) until woken or the monotonic deadline (ms;
+ * INT64_MAX: none). Returns ETIMEDOUT, without waiting, once it passed. */
+int sbx_wait_locked(struct sandbox *sb, int64_t deadline_ms);
+/* The error pending calls get once the sandbox died (lock held): its
+ * dead_code (SANDBOX_E_PROTOCOL after a violation) and reason. */
+int sbx_dead_error_locked(struct sandbox *sb);
 /* Mark dead with a reason (lock held by caller). */
 void sbx_mark_dead_locked(struct sandbox *sb, int code, const char *reason);
 
