@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SBX_PROTO_VERSION 1u
+#define SBX_PROTO_VERSION 2u
 #define SBX_PROTO_HDR_SIZE 12u
 /* Largest payload either side may send; a bigger length is a framing error. */
 #define SBX_PROTO_MAX_PAYLOAD 65536u
@@ -33,7 +33,37 @@ enum sbx_frame_type {
 	SBX_T_EXIT = 0x16,	   /* agent -> host, last frame of a stream */
 	SBX_T_SIGNAL = 0x17,	   /* host -> agent */
 	SBX_T_WINDOW = 0x20,	   /* either: grant more data credit */
+	/* network streams, id chosen by the agent (SBX_STREAM_AGENT bit set) */
+	SBX_T_TCP_OPEN = 0x30,	/* agent -> host: a guest TCP connection */
+	SBX_T_TCP_DATA = 0x31,	/* either, data */
+	SBX_T_TCP_EOF = 0x32,	/* either: no more data from this side */
+	SBX_T_TCP_CLOSE = 0x33, /* either: the stream is over */
+	SBX_T_DNS_QUERY = 0x38, /* agent -> host: one DNS message */
+	SBX_T_DNS_REPLY = 0x39, /* host -> agent: the answer; ends the stream */
+	/* 0x40..0x4f: file transfer streams (host-chosen ids) */
 };
+
+/* Stream ids with this bit set are chosen by the agent (network streams);
+ * ids without it by the host (exec, files). */
+#define SBX_STREAM_AGENT 0x80000000u
+
+/* TCP_OPEN payload: u8 family (4/6), u8 0, u16 port, u8 addr[16] */
+#define SBX_TCP_OPEN_SIZE 20u
+/* TCP_CLOSE: u8 how, u8 reason, u16 0 */
+#define SBX_TCP_CLOSE_GRACEFUL 0u /* flush what was received, then FIN */
+#define SBX_TCP_CLOSE_ABORT 1u	  /* discard, reset the connection */
+enum sbx_tcp_reason {
+	SBX_TCP_R_DONE = 0,	/* both directions finished */
+	SBX_TCP_R_POLICY = 1,	/* blocked by allow_net */
+	SBX_TCP_R_REFUSED = 2,	/* upstream refused the connection */
+	SBX_TCP_R_UNREACH = 3,	/* upstream unreachable or timed out */
+	SBX_TCP_R_RESET = 4,	/* the other end reset */
+	SBX_TCP_R_LIMIT = 5,	/* too many connections */
+	SBX_TCP_R_ERROR = 6,	/* anything else */
+};
+/* DNS_QUERY payload: u8 transport (0 UDP, 1 TCP), u8[3] 0, message */
+#define SBX_DNS_T_UDP 0u
+#define SBX_DNS_T_TCP 1u
 
 /* EXEC_START flags */
 #define SBX_EXEC_F_STDIN 0x1u /* host will send STDIN; else stdin is /dev/null */
