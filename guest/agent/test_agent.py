@@ -430,7 +430,7 @@ def pid_gone(pid, timeout=2.0, zombie_ok=False):
 
 def t_hello(ag, tmp):
     ver, maxp, win, name = ag.conn.hello
-    check(ver == 1, "version %d" % ver)
+    check(ver == 2, "version %d" % ver)
     check(maxp == MAX_PAYLOAD, "max payload %d" % maxp)
     check(win == WINDOW0, "initial window %d" % win)
     check(name, "empty agent version")
