@@ -109,7 +109,7 @@ typedef enum sandbox_accel {
  * it must not call back into the library for the same sandbox. */
 typedef void (*sandbox_audit_fn)(const char *json, void *userdata);
 
-#define SANDBOX_OPTIONS_VERSION 1u
+#define SANDBOX_OPTIONS_VERSION 2u
 
 typedef struct sandbox_options {
 	unsigned int version; /* SANDBOX_OPTIONS_VERSION */
@@ -138,23 +138,42 @@ typedef struct sandbox_options {
 	/* Secrets (not supported yet: create refuses them). */
 	const sandbox_secret_t *secrets;
 	size_t secrets_count;
-	/* Outbound allowlist, NULL-terminated patterns. This version gives the
-	 * guest no network at all (the VM has no network device), and
-	 * create refuses a non-NULL list with SANDBOX_E_UNSUPPORTED. When the
-	 * egress proxy lands, NULL will mean "everything, through the proxy"
-	 * and a list holding only NULL "nothing". */
+	/* Outbound allowlist, NULL-terminated patterns (see README: host,
+	 * host:port, *.domain, IPv4, [IPv6], each optionally with :port).
+	 * NULL: everything is allowed (still through the proxy, audited); a
+	 * list holding only NULL: nothing. Host-local addresses (loopback,
+	 * link-local, 0.0.0.0, the host's own) are reachable only through an
+	 * IP pattern naming them. The VM has no network card: its only way
+	 * out is the sandbox's proxy thread in this process. */
 	const char *const *allow_net;
 	/* Host directories shared into the guest (not supported yet). */
 	const sandbox_volume_t *volumes;
 	size_t volumes_count;
 	/* Seconds to wait for the guest agent after start; default 120. */
 	unsigned int boot_timeout_s;
+	/* ---- version 2 ---- */
+	/* Upstream DNS servers the proxy asks, NULL-terminated: "IPv4",
+	 * "IPv4:port", "[IPv6]" or "[IPv6]:port"; NULL: the host's resolver
+	 * configuration (/etc/resolv.conf). */
+	const char *const *dns_servers;
+	/* Extra CA file (PEM) trusted for upstream TLS besides the host's
+	 * store (not supported yet: create refuses it). */
+	const char *tls_ca_file;
+	/* Host patterns tunnelled without TLS interception (not supported
+	 * yet: create refuses a non-NULL list). */
+	const char *const *tls_passthrough;
+	unsigned int net_flags; /* SANDBOX_NET_* (none supported yet) */
 } sandbox_options_t;
+
+/* net_flags: block requests carrying a secret's placeholder to a host not
+ * on that secret's list, instead of sending the placeholder unchanged. */
+#define SANDBOX_NET_BLOCK_MISDIRECTED 0x1u
 
 #define SANDBOX_OPTIONS_INIT                                                                       \
 	{                                                                                          \
 		SANDBOX_OPTIONS_VERSION, NULL, 512, 1, NULL, NULL, 0, NULL, 0, NULL, NULL,         \
-		    SANDBOX_ACCEL_AUTO, NULL, NULL, NULL, NULL, 0, NULL, NULL, 0, 120              \
+		    SANDBOX_ACCEL_AUTO, NULL, NULL, NULL, NULL, 0, NULL, NULL, 0, 120, NULL, NULL, \
+		    NULL, 0                                                                        \
 	}
 
 /* Fill *opts with defaults for the given version. Returns 0, or
@@ -240,6 +259,15 @@ SANDBOX_API void sandbox_list_free(sandbox_t **list, size_t count);
 /* Round trip to the guest agent without running anything (a health check).
  * flags: must be 0. Thread-safe. */
 SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags);
+
+/* Replace a running sandbox's allow_net (same meaning as the option: NULL
+ * allows everything, a list holding only NULL nothing). New connections and
+ * DNS queries follow the new list at once; connections already open stay
+ * open. A malformed pattern fails with SANDBOX_E_INVAL naming it, and the
+ * old list stays. Audited as "net.policy". flags: must be 0. Thread-safe.
+ * Since 0.2 (LIBSANDBOX_1.1). */
+SANDBOX_API int sandbox_set_allow_net(sandbox_t *sb, const char *const *allow_net,
+				      unsigned int flags);
 
 /* ------------------------------------------------------------- commands */
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "proxy.h"
 #include "sandbox_int.h"
 #include "util.h"
 
@@ -251,6 +252,8 @@ static int on_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, const uin
 {
 	if (sb->state == SBX_BOOTING && h->type != SBX_T_HELLO)
 		return snprintf(why, cap, "frame type 0x%02x before HELLO", h->type), -1;
+	if (h->stream & SBX_STREAM_AGENT)
+		return sbx_proxy_on_frame(sb->proxy, h, pl, why, cap);
 	if (h->stream != 0)
 		return on_stream_frame(sb, h, pl, why, cap);
 	struct sbx_rd r;

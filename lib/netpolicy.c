@@ -29,7 +29,7 @@ static int parse_port(const char *s, unsigned *port, char *why, size_t cap)
 /* Lowercase a host name into out, without a trailing dot, and check its
  * labels: letters, digits, '-' and '_', 1..63 each, no '-' at either end,
  * 253 in all, and a last label that is not all digits. */
-static int normalize_host(const char *in, size_t len, char *out, char *why, size_t cap)
+int sbx_host_normalize(const char *in, size_t len, char *out, char *why, size_t cap)
 {
 	if (len && in[len - 1] == '.')
 		len--;
@@ -126,14 +126,14 @@ int sbx_pattern_parse(const char *text, struct sbx_pattern *p, char *why, size_t
 		p->kind = SBX_PAT_WILDCARD;
 		if (strchr(host + 2, '*'))
 			return FAIL("only one leading '*.' is allowed");
-		return normalize_host(host + 2, hlen - 2, p->host, why, cap);
+		return sbx_host_normalize(host + 2, hlen - 2, p->host, why, cap);
 	}
 	if (strchr(host, '*'))
 		return FAIL("'*' is only allowed as a whole first label, as in *.example.com");
 	if (strspn(host, "0123456789.") == hlen)
 		return FAIL("'%s' is not a valid IPv4 address", host);
 	p->kind = SBX_PAT_HOST;
-	return normalize_host(host, hlen, p->host, why, cap);
+	return sbx_host_normalize(host, hlen, p->host, why, cap);
 }
 
 int sbx_netpolicy_parse(const char *const *list, const char *what, struct sbx_netpolicy *out)
@@ -175,7 +175,7 @@ static int port_ok(const struct sbx_pattern *pat, unsigned port)
 int sbx_netpolicy_allows_name(const struct sbx_netpolicy *p, const char *name, unsigned port)
 {
 	char norm[254], why[8];
-	if (!name || normalize_host(name, strlen(name), norm, why, sizeof why))
+	if (!name || sbx_host_normalize(name, strlen(name), norm, why, sizeof why))
 		return 0;
 	size_t nl = strlen(norm);
 	for (size_t i = 0; i < p->n; i++) {

@@ -26,6 +26,9 @@ struct sbx_netpolicy {
 	size_t n;
 };
 
+/* Lowercase a host name into out (>= 254 bytes), without a trailing dot,
+ * checking its syntax. Returns 0, or -1 with a reason in why. */
+int sbx_host_normalize(const char *in, size_t len, char *out, char *why, size_t cap);
 /* Parse one pattern. Returns 0, or -1 with a reason in why. */
 int sbx_pattern_parse(const char *text, struct sbx_pattern *out, char *why, size_t cap);
 /* Parse a NULL-terminated list; `what` names the option in the message

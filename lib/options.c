@@ -2,6 +2,10 @@
  * any resource is taken, so a bad option never leaves anything behind. */
 #include "options.h"
 
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -9,17 +13,45 @@
 #include "netpolicy.h"
 #include "proto.h"
 
+/* Size of the options struct each version had: a caller compiled against
+ * an older header passes a shorter struct, and nothing past its end may be
+ * read or written. */
+static size_t options_size(unsigned int version)
+{
+	switch (version) {
+	case 1: return offsetof(sandbox_options_t, dns_servers);
+	case 2: return sizeof(sandbox_options_t);
+	}
+	return 0;
+}
+
 SANDBOX_API int sandbox_options_init(sandbox_options_t *opts, unsigned int version)
 {
 	if (!opts)
 		return sbx_fail(SANDBOX_E_INVAL, "sandbox_options_init: opts is NULL");
-	if (version != SANDBOX_OPTIONS_VERSION)
+	size_t size = options_size(version);
+	if (!size)
 		return sbx_fail(
 		    SANDBOX_E_VERSION,
-		    "sandbox_options_init: version %u not supported (this library knows %u)",
+		    "sandbox_options_init: version %u not supported (this library knows 1..%u)",
 		    version, SANDBOX_OPTIONS_VERSION);
 	sandbox_options_t d = SANDBOX_OPTIONS_INIT;
-	*opts = d;
+	d.version = version;
+	memcpy(opts, &d, size);
+	return 0;
+}
+
+int sbx_options_upgrade(const sandbox_options_t *in, sandbox_options_t *out)
+{
+	sandbox_options_t d = SANDBOX_OPTIONS_INIT;
+	*out = d;
+	size_t size = options_size(in->version);
+	if (!size)
+		return sbx_fail(SANDBOX_E_VERSION,
+				"options version %u not supported (this library knows 1..%u); "
+				"initialise options with sandbox_options_init()",
+				in->version, SANDBOX_OPTIONS_VERSION);
+	memcpy(out, in, size);
 	return 0;
 }
 
@@ -134,18 +166,25 @@ static int refuse_unimplemented(const sandbox_options_t *o)
 		if ((rc = check_patterns(s->hosts, "secret hosts")))
 			return rc;
 	}
-	if ((rc = check_patterns(o->allow_net, "allow_net")))
+	if (o->allow_net && (rc = check_patterns(o->allow_net, "allow_net")))
 		return rc;
 	if (o->volumes_count && !o->volumes)
 		return sbx_fail(SANDBOX_E_INVAL, "volumes is NULL but volumes_count is %zu",
 				o->volumes_count);
+	if ((rc = sbx_dns_servers_validate(o->dns_servers, NULL, 0)))
+		return rc;
+	if (o->tls_passthrough && (rc = check_patterns(o->tls_passthrough, "tls_passthrough")))
+		return rc;
+	if (o->net_flags & ~SANDBOX_NET_BLOCK_MISDIRECTED)
+		return sbx_fail(SANDBOX_E_FLAGS, "net_flags: unknown bits 0x%x",
+				o->net_flags & ~SANDBOX_NET_BLOCK_MISDIRECTED);
 	if (o->secrets_count)
 		return sbx_fail(SANDBOX_E_UNSUPPORTED,
 				"secrets are not supported yet by this version of libsandbox");
-	if (o->allow_net)
+	if (o->tls_ca_file || o->tls_passthrough || o->net_flags)
 		return sbx_fail(SANDBOX_E_UNSUPPORTED,
-				"allow_net is not supported yet by this version of libsandbox "
-				"(outbound network is unavailable; leave allow_net NULL)");
+				"tls_ca_file, tls_passthrough and net_flags are not supported yet "
+				"by this version of libsandbox (they come with secrets)");
 	if (o->volumes_count)
 		return sbx_fail(SANDBOX_E_UNSUPPORTED,
 				"volumes are not supported yet by this version of libsandbox");
@@ -154,11 +193,6 @@ static int refuse_unimplemented(const sandbox_options_t *o)
 
 int sbx_options_validate(const sandbox_options_t *o)
 {
-	if (o->version != SANDBOX_OPTIONS_VERSION)
-		return sbx_fail(SANDBOX_E_VERSION,
-				"options version %u not supported (this library knows %u); "
-				"initialise options with sandbox_options_init()",
-				o->version, SANDBOX_OPTIONS_VERSION);
 	if (o->memory_mb < SBX_MIN_MEMORY_MB || o->memory_mb > SBX_MAX_MEMORY_MB)
 		return sbx_fail(SANDBOX_E_INVAL, "memory_mb must be %u..%u, got %u",
 				SBX_MIN_MEMORY_MB, SBX_MAX_MEMORY_MB, o->memory_mb);
@@ -223,6 +257,81 @@ int sbx_argv_validate(const char *const *argv)
 		if (total > SBX_PROTO_MAX_PAYLOAD / 2)
 			return sbx_fail(SANDBOX_E_INVAL, "argv is longer than %u bytes in all",
 					SBX_PROTO_MAX_PAYLOAD / 2);
+	}
+	return 0;
+}
+
+/* One dns_servers entry into "ip:port" / "[ip6]:port" at out. */
+static int dns_server_parse(const char *e, size_t i, char *buf, size_t cap)
+{
+	char host[64];
+	const char *port = NULL;
+	size_t hl;
+	int v6 = e[0] == '[';
+	if (v6) {
+		const char *close = strchr(e, ']');
+		if (!close || (close[1] && close[1] != ':'))
+			goto bad;
+		hl = (size_t)(close - e - 1);
+		if (close[1])
+			port = close + 2;
+		e++;
+	} else {
+		const char *colon = strchr(e, ':');
+		hl = colon ? (size_t)(colon - e) : strlen(e);
+		if (colon)
+			port = colon + 1;
+	}
+	if (hl == 0 || hl >= sizeof host)
+		goto bad;
+	memcpy(host, e, hl);
+	host[hl] = '\0';
+	uint8_t addr[16];
+	if (inet_pton(v6 ? AF_INET6 : AF_INET, host, addr) != 1)
+		goto bad;
+	unsigned long p = 53;
+	if (port) {
+		char *end;
+		if (!*port || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
+			goto bad;
+		p = strtoul(port, &end, 10);
+		if (p < 1 || p > 65535)
+			goto bad;
+	}
+	snprintf(buf, cap, v6 ? "[%s]:%lu" : "%s:%lu", host, p);
+	return 0;
+bad:
+	return sbx_fail(SANDBOX_E_INVAL,
+			"dns_servers[%zu] '%.80s' is not an address (IPv4, IPv4:port, [IPv6] or "
+			"[IPv6]:port)",
+			i, e - (v6 ? 1 : 0));
+}
+
+int sbx_dns_servers_validate(const char *const *list, char *out, size_t cap)
+{
+	if (out && cap)
+		out[0] = '\0';
+	if (!list)
+		return 0;
+	if (!list[0])
+		return sbx_fail(SANDBOX_E_INVAL,
+				"dns_servers is an empty list (leave it NULL for the host's "
+				"resolver configuration)");
+	size_t used = 0;
+	for (size_t i = 0; list[i]; i++) {
+		if (i >= SBX_MAX_DNS_SERVERS)
+			return sbx_fail(SANDBOX_E_INVAL, "dns_servers: more than %u entries",
+					SBX_MAX_DNS_SERVERS);
+		char one[80];
+		int rc = dns_server_parse(list[i], i, one, sizeof one);
+		if (rc)
+			return rc;
+		if (out) {
+			int n = snprintf(out + used, cap - used, "%s%s", i ? "," : "", one);
+			if (n < 0 || (size_t)n >= cap - used)
+				return sbx_fail(SANDBOX_E_INVAL, "dns_servers: list too long");
+			used += (size_t)n;
+		}
 	}
 	return 0;
 }

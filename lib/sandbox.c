@@ -18,6 +18,7 @@
 #include "image.h"
 #include "options.h"
 #include "runtime.h"
+#include "proxy.h"
 #include "sandbox_int.h"
 #include "util.h"
 
@@ -123,6 +124,7 @@ static void sandbox_dealloc(struct sandbox *sb)
 	free(sb->overlay);
 	free(sb->sock_path);
 	free(sb->console_log);
+	sbx_proxy_free(sb->proxy);
 	pthread_mutex_destroy(&sb->lock);
 	pthread_mutex_destroy(&sb->wlock);
 	pthread_mutex_destroy(&sb->kill_lock);
@@ -287,6 +289,7 @@ static void teardown(struct sandbox *sb)
 	if (sb->fd >= 0)
 		shutdown(sb->fd, SHUT_RDWR);
 	sbx_chan_stop(sb);
+	sbx_proxy_stop(sb->proxy); /* after the channel: no frames arrive now */
 	if (sb->dir)
 		sbx_rmtree(sb->dir);
 }
@@ -369,6 +372,8 @@ static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct s
 		return rc;
 	if ((rc = make_dir(sb)) || (rc = make_overlay(sb, img)))
 		return rc;
+	if ((rc = sbx_proxy_new(sb, o, &sb->proxy)) || (rc = sbx_proxy_start(sb->proxy)))
+		return rc;
 	if ((rc = start_domain(sb, img, o)) || (rc = boot(sb, o)))
 		return rc;
 	if (o->timeout_s) /* the lifetime counts from the moment it is usable */
@@ -379,9 +384,16 @@ static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct s
 SANDBOX_API int sandbox_create(sandbox_t **out, const sandbox_options_t *opts, unsigned int flags)
 {
 	sbx_clear_error();
-	sandbox_options_t defaults = SANDBOX_OPTIONS_INIT;
-	const sandbox_options_t *o = opts ? opts : &defaults;
-	int rc = create_checks(out, o, flags);
+	sandbox_options_t full = SANDBOX_OPTIONS_INIT;
+	if (opts && !out)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_create: out is NULL");
+	int rc = opts ? sbx_options_upgrade(opts, &full) : 0;
+	if (rc) {
+		*out = NULL;
+		return rc;
+	}
+	const sandbox_options_t *o = &full;
+	rc = create_checks(out, o, flags);
 	if (rc)
 		return rc;
 	struct sandbox *sb = sandbox_alloc(o);
@@ -611,4 +623,20 @@ SANDBOX_API int sandbox_ping(sandbox_t *sb, unsigned int flags)
 			      PING_TIMEOUT_S);
 	pthread_mutex_unlock(&sb->lock);
 	return rc;
+}
+
+SANDBOX_API int sandbox_set_allow_net(sandbox_t *sb, const char *const *allow_net,
+				      unsigned int flags)
+{
+	sbx_clear_error();
+	if (!sb)
+		return sbx_fail(SANDBOX_E_INVAL, "sandbox_set_allow_net: sandbox is NULL");
+	if (flags)
+		return sbx_fail(SANDBOX_E_FLAGS, "sandbox_set_allow_net: unknown flags 0x%x",
+				flags);
+	pthread_mutex_lock(&sb->lock);
+	int dead = sb->state == SBX_DEAD;
+	int rc = dead ? sbx_dead_error_locked(sb) : 0;
+	pthread_mutex_unlock(&sb->lock);
+	return rc ? rc : sbx_proxy_set_policy(sb->proxy, allow_net);
 }

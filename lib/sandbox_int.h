@@ -78,6 +78,8 @@ struct sandbox {
 
 	pthread_mutex_t kill_lock;
 	int killed;
+
+	struct sbx_proxy *proxy; /* egress: set before boot, freed last */
 };
 
 /* channel.c */

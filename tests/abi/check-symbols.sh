@@ -9,7 +9,7 @@ expected="$top_srcdir/tests/abi/exported.sym"
 actual=$(mktemp)
 trap 'rm -f "$actual"' EXIT
 nm -D --defined-only "$lib" | awk '$2 == "T" || $2 == "D" || $2 == "B" { sub(/@.*/, "", $3); print $3 }' |
-	grep -v '^LIBSANDBOX_' | sort -u >"$actual"
+	grep -v '^LIBSANDBOX_' | LC_ALL=C sort -u >"$actual"
 if ! diff -u "$expected" "$actual"; then
 	echo "FAIL: exported symbols differ from tests/abi/exported.sym"
 	exit 1

@@ -1,12 +1,14 @@
 /* libFuzzer target: the host's decoder of guest bytes on the agent channel
  * (frame headers, dispatch, HELLO/EXEC_STARTED/STDOUT/STDERR/ERROR/EXIT/
- * WINDOW payloads, credit accounting). The input is fed in pieces the way
+ * WINDOW payloads, credit accounting, and the network stream frames the
+ * proxy takes: TCP_OPEN/DATA/EOF/CLOSE, DNS_QUERY, their credit). The input is fed in pieces the way
  * the I/O thread reads the socket. Must never crash, over-read or buffer
  * beyond the granted credit. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy.h"
 #include "sandbox_int.h"
 
 #define RBUF (SBX_PROTO_HDR_SIZE + SBX_PROTO_MAX_PAYLOAD)
@@ -42,6 +44,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mine[0] = add_proc(sb, 1, 0, 0);
 	mine[1] = add_proc(sb, 2, 1, 0);
 	add_proc(sb, 3, 1, 1); /* freed by the library when it exits */
+	/* network streams go to a proxy whose thread is not started: the
+	 * frames are decoded and queued, which is what the guest reaches */
+	static const char *allow[] = {"api.example.test", "*.example.test:443", NULL};
+	static const char *dns[] = {"192.0.2.53", NULL};
+	sandbox_options_t o = SANDBOX_OPTIONS_INIT;
+	o.allow_net = allow;
+	o.dns_servers = dns;
+	if (sbx_proxy_new(sb, &o, &sb->proxy))
+		abort();
 
 	uint8_t *buf = malloc(RBUF);
 	size_t len = 0, off = size ? 1 : 0;
@@ -62,6 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort(); /* a full buffer with no complete frame is impossible */
 	}
 	free(buf);
+	sbx_proxy_free(sb->proxy);
 	for (int i = 0; i < 2; i++) {
 		/* credit is never exceeded: queued output fits in the window */
 		if (mine[i]->out.used > SBX_PROTO_INITIAL_WINDOW)

@@ -3,6 +3,7 @@
 #include <check.h>
 #include <sys/socket.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 #include <unistd.h>
 
 #include "accel.h"
+#include "addrmap.h"
+#include "dnsmsg.h"
 #include "domain_xml.h"
 #include "error.h"
 #include "image.h"
@@ -18,6 +21,7 @@
 #include "options.h"
 #include "outq.h"
 #include "proto.h"
+#include "sniff.h"
 #include "util.h"
 
 /* ---------------------------------------------------------------- proto */
@@ -305,10 +309,11 @@ END_TEST
 
 static int validate_with(void (*mut)(sandbox_options_t *))
 {
-	sandbox_options_t o;
+	sandbox_options_t o, full;
 	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
 	mut(&o);
-	return sbx_options_validate(&o);
+	int rc = sbx_options_upgrade(&o, &full);
+	return rc ? rc : sbx_options_validate(&full);
 }
 
 static void mem0(sandbox_options_t *o)
@@ -372,7 +377,37 @@ static void bad_accel(sandbox_options_t *o)
 }
 static void bad_version(sandbox_options_t *o)
 {
-	o->version = 2;
+	o->version = 3;
+}
+static void bad_dns(sandbox_options_t *o)
+{
+	static const char *list[] = {"192.0.2.53", "not-an-address", NULL};
+	o->dns_servers = list;
+}
+static void bad_dns_port(sandbox_options_t *o)
+{
+	static const char *list[] = {"[2001:db8::53]:99999", NULL};
+	o->dns_servers = list;
+}
+static void good_dns(sandbox_options_t *o)
+{
+	static const char *list[] = {"192.0.2.53", "192.0.2.54:5353", "[2001:db8::53]",
+				     "[2001:db8::53]:53", NULL};
+	o->dns_servers = list;
+}
+static void bad_allow(sandbox_options_t *o)
+{
+	static const char *list[] = {"ok.example.test", "*.*.bad", NULL};
+	o->allow_net = list;
+}
+static void passthrough(sandbox_options_t *o)
+{
+	static const char *list[] = {"pinned.example.test", NULL};
+	o->tls_passthrough = list;
+}
+static void bad_net_flags(sandbox_options_t *o)
+{
+	o->net_flags = 0x80;
 }
 
 START_TEST(options_rejections_are_specific)
@@ -391,13 +426,41 @@ START_TEST(options_rejections_are_specific)
 	ck_assert_int_eq(validate_with(bad_accel), SANDBOX_E_INVAL);
 	ck_assert_int_eq(validate_with(bad_version), SANDBOX_E_VERSION);
 	ck_assert_int_eq(validate_with(bad_secret), SANDBOX_E_INVAL);
+	ck_assert_int_eq(validate_with(bad_dns), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "dns_servers[1] 'not-an-address'"));
+	ck_assert_int_eq(validate_with(bad_dns_port), SANDBOX_E_INVAL);
+	ck_assert_int_eq(validate_with(good_dns), 0);
+	ck_assert_int_eq(validate_with(bad_allow), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "allow_net[1] '*.*.bad'"));
+	ck_assert_int_eq(validate_with(bad_net_flags), SANDBOX_E_FLAGS);
+	ck_assert_int_eq(validate_with(allow_net), 0);
+}
+END_TEST
+
+/* A caller built against the version-1 header passes the shorter struct:
+ * init must not write past it and create must read only what it has. */
+START_TEST(options_version_1_struct)
+{
+	unsigned char buf[sizeof(sandbox_options_t) + 16];
+	memset(buf, 0xA5, sizeof buf);
+	sandbox_options_t *o = (sandbox_options_t *)buf;
+	ck_assert_int_eq(sandbox_options_init(o, 1), 0);
+	size_t v1 = offsetof(sandbox_options_t, dns_servers);
+	for (size_t i = v1; i < sizeof buf; i++)
+		ck_assert_uint_eq(buf[i], 0xA5);
+	sandbox_options_t full;
+	ck_assert_int_eq(sbx_options_upgrade(o, &full), 0);
+	ck_assert_ptr_null(full.dns_servers);
+	ck_assert_uint_eq(full.net_flags, 0);
+	ck_assert_uint_eq(full.boot_timeout_s, 120);
+	ck_assert_int_eq(sbx_options_validate(&full), 0);
 }
 END_TEST
 
 START_TEST(options_unimplemented_are_refused)
 {
-	ck_assert_int_eq(validate_with(allow_net), SANDBOX_E_UNSUPPORTED);
-	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "allow_net"));
+	ck_assert_int_eq(validate_with(passthrough), SANDBOX_E_UNSUPPORTED);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "tls_passthrough"));
 	ck_assert_int_eq(validate_with(secret), SANDBOX_E_UNSUPPORTED);
 	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "secrets"));
 	ck_assert_int_eq(validate_with(volume), SANDBOX_E_UNSUPPORTED);
@@ -626,6 +689,168 @@ START_TEST(util_run_reports_status_and_stderr)
 }
 END_TEST
 
+/* ---- egress proxy building blocks */
+
+static size_t read_corpus(const char *rel, uint8_t *buf, size_t cap)
+{
+	const char *top = getenv("top_srcdir");
+	char path[512];
+	snprintf(path, sizeof path, "%s/tests/fuzz/corpus/%s", top ? top : "..", rel);
+	FILE *f = fopen(path, "rb");
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	size_t n = fread(buf, 1, cap, f);
+	fclose(f);
+	return n;
+}
+
+static enum sbx_sniff_kind sniff_str(const char *s, struct sbx_sniff *out)
+{
+	sbx_sniff((const uint8_t *)s, strlen(s), out);
+	return out->kind;
+}
+
+START_TEST(sniff_http_host)
+{
+	struct sbx_sniff s;
+	ck_assert_int_eq(sniff_str("GET / HTTP/1.1\r\nHost: API.Example.test:8080\r\n\r\n", &s),
+			 SBX_SNIFF_HTTP);
+	ck_assert_str_eq(s.name, "api.example.test");
+	ck_assert_int_eq(sniff_str("GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n", &s),
+			 SBX_SNIFF_HTTP);
+	ck_assert_str_eq(s.name, "2001:db8::1");
+	ck_assert_int_eq(sniff_str("GET / HTTP/1.1\r\nHost: a.test\r\nX: y\r\n", &s),
+			 SBX_SNIFF_MORE);
+	ck_assert_int_eq(sniff_str("POST /x HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", &s),
+			 SBX_SNIFF_BAD);
+	ck_assert_int_eq(sniff_str("GET / HTTP/1.0\r\n\r\n", &s), SBX_SNIFF_HTTP);
+	ck_assert_int_eq(s.has_name, 0);
+	ck_assert_int_eq(sniff_str("GET /\x01 HTTP/1.1\r\n\r\n", &s), SBX_SNIFF_BAD);
+	ck_assert_int_eq(sniff_str("SSH-2.0-OpenSSH_9\r\n", &s), SBX_SNIFF_OTHER);
+	ck_assert_int_eq(sniff_str("GE", &s), SBX_SNIFF_MORE);
+}
+END_TEST
+
+START_TEST(sniff_tls_sni)
+{
+	static uint8_t hello[4096];
+	size_t n = read_corpus("sniff/tls13", hello, sizeof hello);
+	ck_assert_uint_gt(n, 100);
+	struct sbx_sniff s;
+	sbx_sniff(hello, n, &s);
+	ck_assert_int_eq(s.kind, SBX_SNIFF_TLS);
+	ck_assert_str_eq(s.name, "api.example.test");
+	for (size_t cut = 1; cut < n; cut += 37) { /* every prefix: more, never bad */
+		sbx_sniff(hello, cut, &s);
+		ck_assert_int_eq(s.kind, SBX_SNIFF_MORE);
+	}
+	n = read_corpus("sniff/tls12", hello, sizeof hello);
+	sbx_sniff(hello, n, &s);
+	ck_assert_int_eq(s.kind, SBX_SNIFF_TLS);
+	ck_assert_str_eq(s.name, "a.example.test");
+	hello[5] = 2; /* ServerHello, not a ClientHello */
+	sbx_sniff(hello, n, &s);
+	ck_assert_int_eq(s.kind, SBX_SNIFF_BAD);
+}
+END_TEST
+
+START_TEST(dns_query_and_reply)
+{
+	static uint8_t q[512];
+	size_t n = read_corpus("dns/a", q, sizeof q);
+	struct sbx_dns_query dq;
+	ck_assert_int_eq(sbx_dns_query_decode(q, n, &dq), 0);
+	ck_assert_str_eq(dq.name, "api.example.test");
+	ck_assert_uint_eq(dq.qtype, SBX_DNS_TYPE_A);
+	ck_assert_uint_eq(dq.id, 0x1234);
+	struct sbx_dns_addr a[40];
+	for (int i = 0; i < 40; i++) {
+		a[i].family = AF_INET;
+		uint8_t v4[4] = {203, 0, 113, (uint8_t)i};
+		memcpy(a[i].addr, v4, 4);
+	}
+	uint8_t out[512];
+	size_t len = sbx_dns_reply_encode(q, &dq, SBX_DNS_NOERROR, a, 2, 60, out, sizeof out);
+	ck_assert_uint_eq(len, n + 2 * 16);
+	ck_assert_uint_eq(out[2] & 0x80, 0x80);		   /* QR */
+	ck_assert_uint_eq(out[7], 2);			   /* ANCOUNT */
+	ck_assert_mem_eq(out + len - 4, "\xcb\x00\x71\x01", 4); /* 203.0.113.1 */
+	/* 40 answers do not fit 512 bytes: fewer, still well formed */
+	len = sbx_dns_reply_encode(q, &dq, SBX_DNS_NOERROR, a, 40, 60, out, sizeof out);
+	ck_assert_uint_le(len, 512);
+	ck_assert_uint_eq((size_t)out[7] * 16 + n, len);
+	len = sbx_dns_reply_encode(q, &dq, SBX_DNS_NXDOMAIN, NULL, 0, 0, out, sizeof out);
+	ck_assert_uint_eq(out[3] & 0xf, SBX_DNS_NXDOMAIN);
+	ck_assert_uint_eq(out[7], 0);
+	/* a compression pointer in a query: FORMERR with the same id */
+	q[12] = 0xc0;
+	ck_assert_int_eq(sbx_dns_query_decode(q, n, &dq), SBX_DNS_FORMERR);
+	ck_assert_uint_eq(dq.id, 0x1234);
+	ck_assert_int_eq(sbx_dns_query_decode(q, 5, &dq), -1);
+	n = read_corpus("dns/odd", q, sizeof q);
+	ck_assert_int_eq(sbx_dns_query_decode(q, n, &dq), 0);
+	ck_assert_int_eq(dq.odd_name, 1);
+}
+END_TEST
+
+static int local4(const char *s)
+{
+	uint8_t a[4];
+	inet_pton(AF_INET, s, a);
+	return sbx_addr_is_host_local(AF_INET, a);
+}
+
+static int local6(const char *s)
+{
+	uint8_t a[16];
+	inet_pton(AF_INET6, s, a);
+	return sbx_addr_is_host_local(AF_INET6, a);
+}
+
+START_TEST(host_local_addresses)
+{
+	ck_assert(local4("127.0.0.1"));
+	ck_assert(local4("127.1.2.3"));
+	ck_assert(local4("0.0.0.0"));
+	ck_assert(local4("169.254.169.254"));
+	ck_assert(local4("255.255.255.255"));
+	ck_assert(local4("224.0.0.1"));
+	ck_assert(!local4("203.0.113.7"));
+	ck_assert(!local4("198.51.100.20"));
+	ck_assert(local6("::1"));
+	ck_assert(local6("::"));
+	ck_assert(local6("fe80::1"));
+	ck_assert(local6("::ffff:127.0.0.1"));
+	ck_assert(local6("::ffff:169.254.169.254"));
+	ck_assert(!local6("2001:db8::1"));
+	ck_assert(!local6("::ffff:203.0.113.7"));
+}
+END_TEST
+
+START_TEST(addrmap_records_and_forgets)
+{
+	struct sbx_addrmap m = {0};
+	uint8_t a[4] = {203, 0, 113, 10}, b[4] = {203, 0, 113, 11};
+	sbx_addrmap_add(&m, AF_INET, a, "api.example.test");
+	sbx_addrmap_add(&m, AF_INET, a, "alias.example.test");
+	sbx_addrmap_add(&m, AF_INET, a, "api.example.test");
+	ck_assert_uint_eq(m.n, 2);
+	ck_assert(sbx_addrmap_has(&m, AF_INET, a, "api.example.test"));
+	ck_assert(!sbx_addrmap_has(&m, AF_INET, b, "api.example.test"));
+	size_t i = 0;
+	ck_assert_str_eq(sbx_addrmap_names(&m, AF_INET, a, &i), "api.example.test");
+	ck_assert_str_eq(sbx_addrmap_names(&m, AF_INET, a, &i), "alias.example.test");
+	ck_assert_ptr_null(sbx_addrmap_names(&m, AF_INET, a, &i));
+	for (unsigned k = 0; k < SBX_ADDRMAP_MAX; k++) {
+		char name[32];
+		snprintf(name, sizeof name, "n%u.test", k);
+		sbx_addrmap_add(&m, AF_INET, b, name);
+	}
+	ck_assert_uint_eq(m.n, SBX_ADDRMAP_MAX);
+	ck_assert(!sbx_addrmap_has(&m, AF_INET, a, "api.example.test")); /* oldest gone */
+	sbx_addrmap_free(&m);
+}
+END_TEST
+
 static Suite *unit_suite(void)
 {
 	Suite *s = suite_create("unit");
@@ -641,6 +866,12 @@ static Suite *unit_suite(void)
 	tcase_add_test(t, outq_keeps_order_streams_and_bounds);
 	tcase_add_test(t, options_init_and_defaults);
 	tcase_add_test(t, options_rejections_are_specific);
+	tcase_add_test(t, options_version_1_struct);
+	tcase_add_test(t, sniff_http_host);
+	tcase_add_test(t, sniff_tls_sni);
+	tcase_add_test(t, dns_query_and_reply);
+	tcase_add_test(t, host_local_addresses);
+	tcase_add_test(t, addrmap_records_and_forgets);
 	tcase_add_test(t, options_unimplemented_are_refused);
 	tcase_add_test(t, argv_validation);
 	tcase_add_test(t, strerror_covers_all_codes);
