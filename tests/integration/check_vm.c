@@ -839,9 +839,14 @@ START_TEST(bad_input_leaves_nothing)
 	rmdir(sticky);
 	/* refused until implemented, with what is missing named */
 	opts_default(&o);
-	const char *none[] = {NULL};
-	o.allow_net = none;
-	expect_create_fails(&o, 0, SANDBOX_E_UNSUPPORTED, "allow_net");
+	const char *pass[] = {"pinned.example.test", NULL};
+	o.tls_passthrough = pass;
+	expect_create_fails(&o, 0, SANDBOX_E_UNSUPPORTED, "tls_passthrough");
+	/* a malformed allow_net pattern is named, and nothing is left */
+	opts_default(&o);
+	const char *bad[] = {"ok.example.test", "exa mple.test", NULL};
+	o.allow_net = bad;
+	expect_create_fails(&o, 0, SANDBOX_E_INVAL, "allow_net[1] 'exa mple.test'");
 }
 END_TEST
 

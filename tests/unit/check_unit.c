@@ -851,6 +851,8 @@ START_TEST(addrmap_records_and_forgets)
 }
 END_TEST
 
+void add_proxy_tests(Suite *s);
+
 static Suite *unit_suite(void)
 {
 	Suite *s = suite_create("unit");
@@ -882,6 +884,7 @@ static Suite *unit_suite(void)
 	tcase_add_test(t, util_rmtree_does_not_follow_symlinks);
 	tcase_add_test(t, util_run_reports_status_and_stderr);
 	suite_add_tcase(s, t);
+	add_proxy_tests(s);
 	return s;
 }
 
