@@ -376,19 +376,10 @@ struct verdict {
 	char reason[256];
 };
 
-static int addr_is_name_literal(const char *name, int family, const uint8_t *addr, int *is_ip)
+static int is_ip_literal(const char *name)
 {
 	uint8_t a[16];
-	*is_ip = 0;
-	if (inet_pton(AF_INET, name, a) == 1) {
-		*is_ip = 1;
-		return family == AF_INET && !memcmp(a, addr, 4);
-	}
-	if (inet_pton(AF_INET6, name, a) == 1) {
-		*is_ip = 1;
-		return family == AF_INET6 && !memcmp(a, addr, 16);
-	}
-	return 0;
+	return inet_pton(AF_INET, name, a) == 1 || inet_pton(AF_INET6, name, a) == 1;
 }
 
 /* The destination alone: address and port, and the names our DNS answers
@@ -452,13 +443,12 @@ static struct verdict decide_name(struct sbx_proxy *px, struct px_conn *c, const
 		return v;
 	char a[64];
 	sbx_addr_format(c->family, c->addr, a, sizeof a);
-	int is_ip;
-	if (addr_is_name_literal(claimed, c->family, c->addr, &is_ip) || is_ip) {
-		if (is_ip && !addr_is_name_literal(claimed, c->family, c->addr, &is_ip)) {
-			v.allow = 0;
-			snprintf(v.reason, sizeof v.reason, "the request names %.60s but goes to %s",
-				 claimed, a);
-		}
+	if (is_ip_literal(claimed)) {
+		/* the program asked for an address, not a name: only an IP
+		 * pattern allows that, whatever names share the address */
+		v.allow = 0;
+		snprintf(v.reason, sizeof v.reason,
+			 "a request to the literal address %.60s needs an IP pattern", claimed);
 		return v;
 	}
 	char norm[254], why[64];
