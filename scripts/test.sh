@@ -42,6 +42,8 @@ start_libvirtd() {
 	virsh -c qemu:///system version >/dev/null
 }
 step "libvirtd for qemu:///system" start_libvirtd
+# upstream servers for the network tests (tests/net/README.md)
+step "test network" bash tests/net/testnet.sh up
 
 run_check() {
 	make -C build check SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test
