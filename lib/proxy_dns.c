@@ -64,13 +64,15 @@ void px_dns_fini(struct sbx_proxy *px)
 int px_dns_pollfds(struct sbx_proxy *px, struct pollfd *pfd, int max)
 {
 	ares_socket_t socks[ARES_GETSOCK_MAXNUM];
-	int bits = ares_getsock(px->ares, socks, ARES_GETSOCK_MAXNUM);
+	/* c-ares's own ARES_GETSOCK_WRITABLE shifts a signed 1 into the
+	 * sign bit for the last socket: test the bits unsigned */
+	unsigned bits = (unsigned)ares_getsock(px->ares, socks, ARES_GETSOCK_MAXNUM);
 	int n = 0;
 	for (int i = 0; i < ARES_GETSOCK_MAXNUM && n < max; i++) {
 		short ev = 0;
-		if (ARES_GETSOCK_READABLE(bits, i))
+		if (bits & (1u << i))
 			ev |= POLLIN;
-		if (ARES_GETSOCK_WRITABLE(bits, i))
+		if (bits & (1u << (i + ARES_GETSOCK_MAXNUM)))
 			ev |= POLLOUT;
 		if (ev)
 			pfd[n++] = (struct pollfd){.fd = socks[i], .events = ev};
