@@ -435,12 +435,23 @@ static struct verdict decide_addr(struct sbx_proxy *px, struct px_conn *c)
  * address check allowed. Only a connection allowed by name is held to it:
  * the claimed name must be allowed and must be one our DNS answered with
  * this very address (no domain fronting). */
-static struct verdict decide_name(struct sbx_proxy *px, struct px_conn *c, const char *claimed)
+static struct verdict decide_name(struct sbx_proxy *px, struct px_conn *c,
+				  enum sbx_sniff_kind kind, const char *claimed)
 {
 	struct verdict v = {1, c->how, ""};
 	const struct px_policy *p = px->policy;
-	if (c->how != HOW_NAME || !claimed[0])
+	if (c->how != HOW_NAME || kind == SBX_SNIFF_OTHER)
 		return v;
+	if (!claimed[0]) {
+		/* clients that connect by name say so (SNI, Host); one that
+		 * does not connected to the address itself */
+		v.allow = 0;
+		snprintf(v.reason, sizeof v.reason,
+			 "%s without a host name to an address allowed only by name (a literal "
+			 "address needs an IP pattern)",
+			 kind == SBX_SNIFF_TLS ? "TLS" : "HTTP");
+		return v;
+	}
 	char a[64];
 	sbx_addr_format(c->family, c->addr, a, sizeof a);
 	if (is_ip_literal(claimed)) {
@@ -573,13 +584,17 @@ static void sniff(struct sbx_proxy *px, struct px_iter *it, struct px_conn *c)
 	}
 	if (s.kind == SBX_SNIFF_MORE && !c->guest_eof)
 		return;
+	if (s.kind == SBX_SNIFF_MORE) {
+		s.kind = SBX_SNIFF_BAD;
+		snprintf(s.why, sizeof s.why, "the guest closed before its request head ended");
+	}
 	if (s.kind == SBX_SNIFF_BAD) {
 		char r[160];
 		snprintf(r, sizeof r, "unreadable request: %s", s.why);
 		block_after_sniff(px, it, c, 0, r);
 		return;
 	}
-	struct verdict v = decide_name(px, c, s.has_name ? s.name : "");
+	struct verdict v = decide_name(px, c, s.kind, s.has_name ? s.name : "");
 	if (!v.allow) {
 		block_after_sniff(px, it, c, s.kind == SBX_SNIFF_HTTP, v.reason);
 		return;
