@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
 	# build
 	build-essential autoconf automake libtool pkg-config clang
-	libvirt-dev libxml2-dev libssl-dev libc-ares-dev check
+	libvirt-dev libxml2-dev libssl-dev libc-ares-dev check libhttp-parser-dev
 	# run: libvirt's QEMU driver, QEMU, qemu-img, qboot
 	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
 	qemu-system-x86 qemu-utils
