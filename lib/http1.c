@@ -83,6 +83,7 @@ struct sbx_http_conn {
 	enum rq_ctx rq_ctx;
 	const char *rq_where;
 	int rq_misdirected, rq_bad_target, rq_abort;
+	unsigned rq_substitutions; /* counts values put in, to see if Basic changed */
 	char rq_method[24], rq_path[512];
 	int64_t rq_start;
 	struct sbx_bytes deferred; /* local response waiting for earlier responses */
@@ -411,6 +412,7 @@ static const unsigned char *rq_replace(void *ud, size_t i, size_t *len)
 		return NULL;
 	}
 	c->rq_used |= 1ULL << i;
+	c->rq_substitutions++;
 	*len = s->value_len;
 	return s->value;
 }
@@ -454,7 +456,7 @@ static int basic_subst(struct sbx_http_conn *c, const char *v, size_t n, struct 
 	}
 	dlen -= (b64[blen - 1] == '=') + (b64[blen - 2] == '=');
 	struct sbx_bytes sub = {0};
-	uint64_t used_before = c->rq_used;
+	unsigned before = c->rq_substitutions;
 	int rc = rq_subst(c, (const char *)dec, (size_t)dlen, &sub);
 	sbx_wipe(dec, blen);
 	free(dec);
@@ -462,7 +464,7 @@ static int basic_subst(struct sbx_http_conn *c, const char *v, size_t n, struct 
 		sbx_bytes_free(&sub);
 		return -1;
 	}
-	if (c->rq_used == used_before) { /* nothing substituted: keep the original */
+	if (c->rq_substitutions == before) { /* nothing substituted: keep the original */
 		sbx_bytes_free(&sub);
 		return 0;
 	}
@@ -541,6 +543,7 @@ static int rq_build_head(struct sbx_http_conn *c, const char *target, int drop_f
 		char where[96];
 		snprintf(where, sizeof where, "header:%.*s", (int)(nl < 64 ? nl : 64), name);
 		c->rq_where = where;
+		c->rq_reported[CTX_HEADER] = 0; /* report once per secret and header */
 		rc |= sbx_bytes_append(out, name, nl) | sbx_bytes_append(out, ": ", 2);
 		int basic = 0;
 		if (ieq(name, nl, "Authorization") || ieq(name, nl, "Proxy-Authorization")) {
