@@ -268,12 +268,12 @@ static int head_value(struct head *h, const char *at, size_t n)
 
 static const char *hname(const struct head *h, size_t i)
 {
-	return (const char *)h->store.p + h->store.off + h->h[i].no;
+	return (const char *)sbx_bytes_data(&h->store) + h->h[i].no;
 }
 
 static const char *hvalue(const struct head *h, size_t i)
 {
-	return (const char *)h->store.p + h->store.off + h->h[i].vo;
+	return (const char *)sbx_bytes_data(&h->store) + h->h[i].vo;
 }
 
 static const char *head_find(const struct head *h, const char *name, size_t *len)
@@ -316,14 +316,14 @@ static int body_overflow(struct body_out *o)
 		o->failed = 1;
 		return -1;
 	}
-	int rc = sbx_bytes_append(o->dst, o->head.p + o->head.off, o->head.len);
+	int rc = sbx_bytes_append(o->dst, sbx_bytes_data(&o->head), o->head.len);
 	if (o->overflow == OVERFLOW_CHUNK) {
 		rc |= sbx_bytes_printf(o->dst, "Transfer-Encoding: chunked\r\n\r\n");
-		rc |= put_chunk(o->dst, o->buf.p + o->buf.off, o->buf.len);
+		rc |= put_chunk(o->dst, sbx_bytes_data(&o->buf), o->buf.len);
 		o->mode = BODY_CHUNKED;
 	} else {
 		rc |= sbx_bytes_printf(o->dst, "Connection: close\r\n\r\n");
-		rc |= sbx_bytes_append(o->dst, o->buf.p + o->buf.off, o->buf.len);
+		rc |= sbx_bytes_append(o->dst, sbx_bytes_data(&o->buf), o->buf.len);
 		o->mode = BODY_RAW;
 		o->close_after = 1;
 	}
@@ -351,9 +351,9 @@ static int body_finish(struct body_out *o)
 	if (o->mode == BODY_CHUNKED) {
 		rc = sbx_bytes_append(o->dst, "0\r\n\r\n", 5);
 	} else if (o->mode == BODY_BUFFER) {
-		rc = sbx_bytes_append(o->dst, o->head.p + o->head.off, o->head.len);
+		rc = sbx_bytes_append(o->dst, sbx_bytes_data(&o->head), o->head.len);
 		rc |= sbx_bytes_printf(o->dst, "Content-Length: %zu\r\n\r\n", o->buf.len);
-		rc |= sbx_bytes_append(o->dst, o->buf.p + o->buf.off, o->buf.len);
+		rc |= sbx_bytes_append(o->dst, sbx_bytes_data(&o->buf), o->buf.len);
 		sbx_bytes_consume(&o->buf, o->buf.len);
 	}
 	sbx_bytes_consume(&o->head, o->head.len);
@@ -474,7 +474,7 @@ static int basic_subst(struct sbx_http_conn *c, const char *v, size_t n, struct 
 		sbx_bytes_free(&sub);
 		return -1;
 	}
-	int en = EVP_EncodeBlock(enc, sub.p + sub.off, (int)sub.len);
+	int en = EVP_EncodeBlock(enc, sbx_bytes_data(&sub), (int)sub.len);
 	rc = sbx_bytes_append(out, "Basic ", 6) | sbx_bytes_append(out, enc, (size_t)en);
 	sbx_wipe(enc, elen);
 	free(enc);
@@ -687,7 +687,7 @@ static int rq_on_headers_complete(http_parser *p)
 		free(host);
 		return -1;
 	}
-	memcpy(target, h->store.p + h->store.off + h->url_off, h->url_len);
+	memcpy(target, sbx_bytes_data(&h->store) + h->url_off, h->url_len);
 	target[h->url_len] = '\0';
 	if (host) {
 		memcpy(host, hv, hl);
@@ -799,7 +799,7 @@ static int rs_build_head(struct sbx_http_conn *c, int drop_len, struct sbx_bytes
 	struct head *h = &c->rs.h;
 	int rc =
 	    sbx_bytes_printf(out, "HTTP/%u.%u %u ", p->http_major, p->http_minor, p->status_code);
-	rc |= rs_subst(c, (const char *)h->store.p + h->store.off + h->url_off, h->url_len, out);
+	rc |= rs_subst(c, (const char *)sbx_bytes_data(&h->store) + h->url_off, h->url_len, out);
 	rc |= sbx_bytes_append(out, "\r\n", 2);
 	for (size_t i = 0; i < h->nh && rc == 0; i++) {
 		if (drop_len && ieq(hname(h, i), h->h[i].nl, "Content-Length"))
@@ -828,6 +828,8 @@ static int rs_on_headers_complete(http_parser *p)
 	if (!e)
 		return -1; /* a response nobody asked for */
 	unsigned st = p->status_code;
+	if (st < 100)
+		return -1; /* not an HTTP status */
 	c->rs_status = (int)st;
 	c->rs_final = st >= 200 || st == 101;
 	c->rs_started = 1;
@@ -837,9 +839,10 @@ static int rs_on_headers_complete(http_parser *p)
 		body_begin(o, BODY_RAW, &c->to_guest, OVERFLOW_CLOSE);
 		if (rs_build_head(c, 0, &c->to_guest) || sbx_bytes_append(&c->to_guest, "\r\n", 2))
 			return -1;
-		c->rs.scan_on = 0;
+		/* should the parser still see body bytes, they are scanned */
+		c->rs.scan_on = c->cfg.n_secrets > 0;
 		/* 1 = no body (HEAD); 1xx/204/304 the parser knows itself */
-		return e->is_head && st >= 200 ? 1 : 0;
+		return e->is_head ? 1 : 0;
 	}
 	int chunked = (p->flags & F_CHUNKED) != 0;
 	int has_len = !chunked && p->content_length != ULLONG_MAX;
@@ -1083,7 +1086,7 @@ static void rs_finish_exchange(struct sbx_http_conn *c)
 		}
 	}
 	if (!c->q_n && c->deferred.len) {
-		sbx_bytes_append(&c->to_guest, c->deferred.p + c->deferred.off, c->deferred.len);
+		sbx_bytes_append(&c->to_guest, sbx_bytes_data(&c->deferred), c->deferred.len);
 		sbx_bytes_free(&c->deferred);
 		c->flags |= SBX_HTTP_CLOSE_GUEST | SBX_HTTP_CLOSE_UPSTREAM;
 	}
@@ -1186,7 +1189,7 @@ void sbx_http_response_eof(struct sbx_http_conn *c)
 
 size_t sbx_http_peek_upstream(struct sbx_http_conn *c, const unsigned char **p)
 {
-	*p = c->to_up.p + c->to_up.off;
+	*p = sbx_bytes_data(&c->to_up);
 	return c->to_up.len;
 }
 
@@ -1197,7 +1200,7 @@ void sbx_http_consume_upstream(struct sbx_http_conn *c, size_t n)
 
 size_t sbx_http_peek_guest(struct sbx_http_conn *c, const unsigned char **p)
 {
-	*p = c->to_guest.p + c->to_guest.off;
+	*p = sbx_bytes_data(&c->to_guest);
 	return c->to_guest.len;
 }
 

@@ -57,6 +57,12 @@ int sbx_bytes_printf(struct sbx_bytes *b, const char *fmt, ...)
 	return sbx_bytes_append(b, tmp, (size_t)n);
 }
 
+unsigned char *sbx_bytes_data(const struct sbx_bytes *b)
+{
+	static unsigned char empty[1];
+	return b->p ? b->p + b->off : empty;
+}
+
 void sbx_bytes_consume(struct sbx_bytes *b, size_t n)
 {
 	if (n > b->len)

@@ -19,6 +19,8 @@ int sbx_bytes_append(struct sbx_bytes *b, const void *data, size_t n);
 int sbx_bytes_printf(struct sbx_bytes *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void sbx_bytes_consume(struct sbx_bytes *b, size_t n);
+/* Start of the data (a valid pointer even when nothing was ever stored). */
+unsigned char *sbx_bytes_data(const struct sbx_bytes *b);
 /* Free the storage, wiping it first (it may have held secret values). */
 void sbx_bytes_free(struct sbx_bytes *b);
 
