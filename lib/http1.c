@@ -588,6 +588,20 @@ static int rq_headers_done(struct sbx_http_conn *c, const char *target, const ch
 		refuse_request(c, 405, "CONNECT is not supported inside an intercepted connection");
 		return -1;
 	}
+	/* The request goes to the connection's own destination: an absolute
+	 * URL or a second Host header could make the upstream server see a
+	 * different host than the one the policy was decided for. */
+	if (target[0] != '/' && strcmp(target, "*") != 0) {
+		refuse_request(c, 400, "only origin-form request targets (\"/path\") are accepted");
+		return -1;
+	}
+	size_t hosts = 0;
+	for (size_t i = 0; i < h->nh; i++)
+		hosts += ieq(hname(h, i), h->h[i].nl, "Host");
+	if (hosts > 1) {
+		refuse_request(c, 400, "more than one Host header");
+		return -1;
+	}
 	struct sbx_http_header hdrs[SBX_HTTP_MAX_HEADERS];
 	for (size_t i = 0; i < h->nh; i++)
 		hdrs[i] =
@@ -667,6 +681,7 @@ static int rq_headers_done(struct sbx_http_conn *c, const char *target, const ch
 	e->major = p->http_major;
 	e->minor = p->http_minor;
 	e->start_us = c->rq_start;
+	e->used = c->rq_used; /* head substitutions; body ones are added at the end */
 	c->rq_cur = e;
 	c->rq_ctx = CTX_BODY;
 	c->rq_where = "body";

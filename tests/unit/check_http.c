@@ -590,6 +590,19 @@ START_TEST(oversized_head_gets_431_and_garbage_400)
 	ck_assert_uint_eq(h.up.len, 0);
 	harness_free(&h);
 
+	const char *smuggle[] = {
+	    "GET http://evil.example/ HTTP/1.1\r\nHost: a\r\n\r\n",
+	    "GET / HTTP/1.1\r\nHost: a\r\nHost: evil.example\r\n\r\n",
+	    "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+	};
+	for (int i = 0; i < 3; i++) {
+		harness_init(&h, 0, 0);
+		feed_s(&h, 1, smuggle[i], 100);
+		ck_assert_msg(strstr(str(&h.guest), "HTTP/1.1 400 ") != NULL, "%d", i);
+		ck_assert_uint_eq(h.up.len, 0);
+		harness_free(&h);
+	}
+
 	harness_init(&h, 0, 0);
 	feed_s(&h, 1, "\x16\x03\x01\x02\x00garbage", 100);
 	ck_assert_ptr_nonnull(strstr(str(&h.guest), "HTTP/1.1 400 "));

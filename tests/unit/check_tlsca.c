@@ -15,6 +15,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "http1.h"
+#include "placeholder.h"
 #include "tlsca.h"
 #include "tlsio.h"
 
@@ -367,6 +369,134 @@ START_TEST(upstream_ctx_errors_are_clear)
 }
 END_TEST
 
+/* ------------------------------------------------ the pieces wired up */
+
+static void allow_all(void *ud, const struct sbx_http_request_info *req,
+		      struct sbx_http_decision *d)
+{
+	(void)ud;
+	(void)req;
+	d->secrets = 1;
+}
+
+/* Plaintext from one endpoint into the HTTP processor and out the other. */
+static void relay(struct sbx_tlsio *from, struct sbx_http_conn *c, int request)
+{
+	char buf[4096];
+	ssize_t n;
+	while ((n = sbx_tlsio_read(from, buf, sizeof buf)) > 0) {
+		size_t took = request ? sbx_http_feed_request(c, buf, (size_t)n)
+				      : sbx_http_feed_response(c, buf, (size_t)n);
+		ck_assert_uint_eq(took, (size_t)n);
+	}
+}
+
+static void flush_to(struct sbx_tlsio *to, struct sbx_http_conn *c, int upstream)
+{
+	const unsigned char *p;
+	size_t n = upstream ? sbx_http_peek_upstream(c, &p) : sbx_http_peek_guest(c, &p);
+	if (!n)
+		return;
+	ssize_t w = sbx_tlsio_write(to, p, n);
+	if (w > 0) {
+		if (upstream)
+			sbx_http_consume_upstream(c, (size_t)w);
+		else
+			sbx_http_consume_guest(c, (size_t)w);
+	}
+}
+
+START_TEST(interception_end_to_end)
+{
+	const char *value = "sk-live-REAL-e2e-0123456789";
+	char ph[SBX_PLACEHOLDER_MAX], err[200];
+	ck_assert_int_gt(sbx_placeholder_make("API_KEY", ph, sizeof ph), 0);
+	struct sbx_http_secret sec = {"API_KEY", ph, (const unsigned char *)value, strlen(value),
+				      0};
+	struct sbx_http_config cfg = {.secrets = &sec,
+				      .n_secrets = 1,
+				      .scheme = "https",
+				      .host = "api.example.test",
+				      .port = 443,
+				      .decide = allow_all};
+	struct sbx_http_conn *http;
+	ck_assert_int_eq(sbx_http_conn_new(&http, &cfg, err, sizeof err), 0);
+
+	struct sbx_tlsca *ca = new_ca();
+	struct testpki p;
+	pki_init(&p);
+	EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *cert =
+	    make_cert(k, p.ca, p.key, "api.example.test", "DNS:api.example.test", -60, 3600, 0);
+	SSL_CTX *uctx = sbx_tls_upstream_ctx_new(p.ca_file, err, sizeof err);
+	ck_assert_ptr_nonnull(uctx);
+	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
+	SSL_CTX_use_certificate(sctx, cert);
+	SSL_CTX_use_PrivateKey(sctx, k);
+	SSL *sv = SSL_new(sctx);
+	SSL_set_accept_state(sv);
+
+	struct sbx_tlsio *guest = sbx_tlsio_new(
+	    guest_client(ca, "api.example.test", TLS1_2_VERSION, time(NULL) - 3600), 0);
+	struct sbx_tlsio *front =
+	    sbx_tlsio_new(sbx_tlsca_server_ssl(ca, "api.example.test", err, sizeof err), 0);
+	struct sbx_tlsio *back =
+	    sbx_tlsio_new(sbx_tls_upstream_ssl(uctx, "api.example.test", err, sizeof err), 0);
+	struct sbx_tlsio *origin = sbx_tlsio_new(sv, 0);
+
+	char req[512];
+	snprintf(req, sizeof req, "GET /v1?k=%s HTTP/1.1\r\nHost: api.example.test\r\n\r\n", ph);
+	int req_sent = 0, answered = 0;
+	char seen_by_origin[1024] = "", seen_by_guest[1024] = "";
+	for (int round = 0; round < 200 && !strstr(seen_by_guest, "\r\n\r\n{"); round++) {
+		if (!req_sent && sbx_tlsio_write(guest, req, strlen(req)) > 0)
+			req_sent = 1;
+		move(guest, front);
+		move(front, guest);
+		move(back, origin);
+		move(origin, back);
+		relay(front, http, 1);
+		flush_to(back, http, 1);
+		relay(back, http, 0);
+		flush_to(front, http, 0);
+		char buf[1024];
+		ssize_t n = sbx_tlsio_read(origin, buf, sizeof buf - 1);
+		if (n > 0) {
+			strncat(seen_by_origin, buf, (size_t)n);
+			if (!answered && strstr(seen_by_origin, "\r\n\r\n")) {
+				char resp[256];
+				snprintf(resp, sizeof resp,
+					 "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n{%s}",
+					 strlen(value) + 2, value);
+				ck_assert_int_gt(sbx_tlsio_write(origin, resp, strlen(resp)), 0);
+				answered = 1;
+			}
+		}
+		n = sbx_tlsio_read(guest, buf, sizeof buf - 1);
+		if (n > 0)
+			strncat(seen_by_guest, buf, (size_t)n);
+		ck_assert_msg(!*sbx_tlsio_error(back), "upstream: %s", sbx_tlsio_error(back));
+	}
+	/* the origin got the value, the guest only ever the placeholder */
+	ck_assert_msg(strstr(seen_by_origin, value) != NULL, "origin saw: %s", seen_by_origin);
+	ck_assert_ptr_null(strstr(seen_by_origin, ph));
+	ck_assert_msg(strstr(seen_by_guest, ph) != NULL, "guest saw: %s", seen_by_guest);
+	ck_assert_ptr_null(strstr(seen_by_guest, value));
+
+	sbx_tlsio_free(guest);
+	sbx_tlsio_free(front);
+	sbx_tlsio_free(back);
+	sbx_tlsio_free(origin);
+	sbx_http_conn_free(http);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(uctx);
+	X509_free(cert);
+	EVP_PKEY_free(k);
+	pki_free(&p);
+	sbx_tlsca_free(ca);
+}
+END_TEST
+
 static Suite *tlsca_suite(void)
 {
 	Suite *s = suite_create("tlsca");
@@ -380,6 +510,7 @@ static Suite *tlsca_suite(void)
 	tcase_add_test(t, guest_client_with_wrong_name_fails);
 	tcase_add_test(t, upstream_verification_refuses_bad_certificates);
 	tcase_add_test(t, upstream_ctx_errors_are_clear);
+	tcase_add_test(t, interception_end_to_end);
 	suite_add_tcase(s, t);
 	return s;
 }
