@@ -63,9 +63,22 @@ struct side {
 	int done; /* a message completed during this execute call */
 };
 
+/* The Basic credentials the proxy encoded (real value inside) and what the
+ * guest sent: a server echoing the header must not hand the guest a
+ * base64 blob it can decode to the value. */
+struct alias {
+	unsigned char *real;
+	char *guest;
+	size_t real_len, guest_len;
+};
+
 struct sbx_http_conn {
 	struct sbx_http_config cfg;
-	struct sbx_scan_pattern *ph_pats, *val_pats;
+	struct sbx_scan_pattern *ph_pats, *val_pats; /* val_pats: values, then aliases */
+	size_t n_val;
+	struct alias alias[SBX_HTTP_ALIAS_MAX];
+	size_t n_alias;
+	int alias_dirty;
 	size_t *ph_len;
 	struct sbx_bytes to_up, to_guest;
 	unsigned flags;
@@ -421,6 +434,11 @@ static const unsigned char *rq_replace(void *ud, size_t i, size_t *len)
 static const unsigned char *rs_replace(void *ud, size_t i, size_t *len)
 {
 	struct sbx_http_conn *c = ((struct body_out *)ud)->c;
+	if (i >= c->cfg.n_secrets) {
+		const struct alias *a = &c->alias[i - c->cfg.n_secrets];
+		*len = a->guest_len;
+		return (const unsigned char *)a->guest;
+	}
 	*len = c->ph_len[i];
 	return (const unsigned char *)c->cfg.secrets[i].placeholder;
 }
@@ -432,7 +450,39 @@ static int rq_subst(struct sbx_http_conn *c, const char *in, size_t n, struct sb
 
 static int rs_subst(struct sbx_http_conn *c, const char *in, size_t n, struct sbx_bytes *out)
 {
-	return sbx_scan_all(c->val_pats, c->cfg.n_secrets, rs_replace, &c->rs.out, in, n, out);
+	return sbx_scan_all(c->val_pats, c->n_val, rs_replace, &c->rs.out, in, n, out);
+}
+
+/* Remember an encoding of the credentials for echo protection. Aliases
+ * are never evicted (a response scanner may be using them); when the table
+ * is full the substitution is not made. Returns 0, or -1 (not recorded). */
+static int add_alias(struct sbx_http_conn *c, const unsigned char *real, size_t rl,
+		     const char *guest, size_t gl)
+{
+	for (size_t i = 0; i < c->n_alias; i++)
+		if (c->alias[i].real_len == rl && memcmp(c->alias[i].real, real, rl) == 0)
+			return 0;
+	if (c->n_alias == SBX_HTTP_ALIAS_MAX || rl > SBX_HTTP_ALIAS_LEN)
+		return -1;
+	struct alias *a = &c->alias[c->n_alias];
+	a->real = malloc(rl);
+	a->guest = malloc(gl);
+	if (!a->real || !a->guest) {
+		free(a->real);
+		free(a->guest);
+		a->real = NULL;
+		a->guest = NULL;
+		return -1;
+	}
+	memcpy(a->real, real, rl);
+	memcpy(a->guest, guest, gl);
+	a->real_len = rl;
+	a->guest_len = gl;
+	c->val_pats[c->cfg.n_secrets + c->n_alias] = (struct sbx_scan_pattern){a->real, rl};
+	c->n_alias++;
+	c->n_val++;
+	c->alias_dirty = 1;
+	return 0;
 }
 
 /* "Basic <base64>": substitute inside the decoded credentials and encode
@@ -475,6 +525,13 @@ static int basic_subst(struct sbx_http_conn *c, const char *v, size_t n, struct 
 		return -1;
 	}
 	int en = EVP_EncodeBlock(enc, sbx_bytes_data(&sub), (int)sub.len);
+	if (add_alias(c, enc, (size_t)en, b64, blen) != 0) {
+		/* no room to protect an echo: leave the placeholder */
+		sbx_wipe(enc, elen);
+		free(enc);
+		sbx_bytes_free(&sub);
+		return 0;
+	}
 	rc = sbx_bytes_append(out, "Basic ", 6) | sbx_bytes_append(out, enc, (size_t)en);
 	sbx_wipe(enc, elen);
 	free(enc);
@@ -783,6 +840,11 @@ static void rq_parse_error(struct sbx_http_conn *c)
 static int rs_on_begin(http_parser *p)
 {
 	struct sbx_http_conn *c = p->data;
+	if (c->alias_dirty) { /* between bodies: nothing is held back */
+		if (sbx_scan_set_patterns(&c->rs.scan, c->val_pats, c->n_val) != 0)
+			return -1;
+		c->alias_dirty = 0;
+	}
 	head_reset(&c->rs.h);
 	c->rs.msg_bytes = 0;
 	return 0;
@@ -955,7 +1017,8 @@ int sbx_http_conn_new(struct sbx_http_conn **out, const struct sbx_http_config *
 	if (!c->cfg.host)
 		c->cfg.host = "";
 	c->ph_pats = calloc(n + 1, sizeof *c->ph_pats);
-	c->val_pats = calloc(n + 1, sizeof *c->val_pats);
+	c->val_pats = calloc(n + SBX_HTTP_ALIAS_MAX + 1, sizeof *c->val_pats);
+	c->n_val = n;
 	c->ph_len = calloc(n + 1, sizeof *c->ph_len);
 	if (!c->ph_pats || !c->val_pats || !c->ph_len)
 		goto nomem;
@@ -1018,6 +1081,11 @@ void sbx_http_conn_free(struct sbx_http_conn *c)
 	sbx_bytes_free(&c->to_up);
 	sbx_bytes_free(&c->to_guest);
 	sbx_bytes_free(&c->deferred);
+	for (size_t i = 0; i < c->n_alias; i++) {
+		sbx_wipe(c->alias[i].real, c->alias[i].real_len);
+		free(c->alias[i].real);
+		free(c->alias[i].guest);
+	}
 	free(c->ph_pats);
 	free(c->val_pats);
 	free(c->ph_len);

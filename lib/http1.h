@@ -39,6 +39,10 @@
 #define SBX_HTTP_FEED_CHUNK 16384
 #define SBX_HTTP_PIPELINE_MAX 16
 #define SBX_HTTP_REFRAME_MAX (1024 * 1024)
+/* Distinct Basic credentials with a substituted value per connection (their
+ * encodings are echo-protected too), and their longest encoding. */
+#define SBX_HTTP_ALIAS_MAX 16
+#define SBX_HTTP_ALIAS_LEN (2 * SBX_HTTP_VALUE_MAX)
 
 /* A secret as the processor sees it. All pointers are borrowed and must
  * outlive the connection. */

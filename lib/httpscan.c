@@ -99,6 +99,27 @@ int sbx_scan_init(struct sbx_scan *s, const struct sbx_scan_pattern *pats, size_
 	return s->work ? 0 : -1;
 }
 
+int sbx_scan_set_patterns(struct sbx_scan *s, const struct sbx_scan_pattern *pats, size_t npats)
+{
+	if (s->hold)
+		return -1;
+	size_t maxlen = 1;
+	for (size_t i = 0; i < npats; i++)
+		if (pats[i].len > maxlen)
+			maxlen = pats[i].len;
+	if (maxlen > s->maxlen) {
+		unsigned char *work = malloc(maxlen + SBX_SCAN_CHUNK);
+		if (!work)
+			return -1;
+		sbx_scan_free(s);
+		s->work = work;
+		s->maxlen = maxlen;
+	}
+	s->pats = pats;
+	s->npats = npats;
+	return 0;
+}
+
 void sbx_scan_free(struct sbx_scan *s)
 {
 	if (s->work) {

@@ -51,6 +51,9 @@ struct sbx_scan {
 int sbx_scan_init(struct sbx_scan *s, const struct sbx_scan_pattern *pats, size_t npats,
 		  sbx_scan_replace_fn replace, sbx_scan_emit_fn emit, void *ud);
 void sbx_scan_free(struct sbx_scan *s);
+/* Switch to a new pattern set between streams (nothing may be held back:
+ * call it right after init or flush). Returns 0 or -1. */
+int sbx_scan_set_patterns(struct sbx_scan *s, const struct sbx_scan_pattern *pats, size_t npats);
 int sbx_scan_feed(struct sbx_scan *s, const void *data, size_t len);
 /* End of stream: emit what is held back. The scanner can be reused. */
 int sbx_scan_flush(struct sbx_scan *s);

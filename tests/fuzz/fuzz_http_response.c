@@ -4,7 +4,8 @@
  * the feed step, then upstream bytes, then end of stream. Invariants: no
  * crash or over-read, bounded buffers, and no real secret value reaches
  * the guest unless the body was declared compressed (the documented
- * limit) or the connection was upgraded to passthrough. */
+ * limit) or the connection was upgraded to passthrough, nor the base64
+ * of Basic credentials carrying one. */
 #include "fuzz_http_common.h"
 
 static const char *const requests[] = {
@@ -14,7 +15,11 @@ static const char *const requests[] = {
     "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     "GET /a HTTP/1.1\r\nHost: h\r\n\r\nHEAD /b HTTP/1.1\r\nHost: h\r\n\r\n",
     "POST /p HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+    /* Basic credentials "u:" PH0: upstream gets "u:" VAL0 encoded (REAL_B64) */
+    "GET /b HTTP/1.1\r\nHost: h\r\nAuthorization: Basic "
+    "dTpTQlhfUEhfS0VZX2FhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh\r\n\r\n",
 };
+#define REAL_B64 "dTpzay1SRUFMLTdmM2E="
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -39,8 +44,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; i + 8 <= n && !exempt; i++)
 			exempt = strncasecmp((const char *)in + i, "encoding", 8) == 0;
 	}
-	if (!exempt && (fz_contains(&f.guest, VAL0) || fz_contains(&f.guest, VAL1)))
+	int basic = data[0] % (sizeof requests / sizeof *requests) == 6;
+	if (!exempt && (fz_contains(&f.guest, VAL0) || fz_contains(&f.guest, VAL1) ||
+			(basic && fz_contains(&f.guest, REAL_B64))))
 		abort();
+	if (basic && !fz_contains(&f.up, REAL_B64))
+		abort(); /* the substitution itself must have happened */
 	fz_free(&f);
 	return 0;
 }

@@ -496,6 +496,37 @@ START_TEST(echo_protection_headers_and_content_length_body)
 }
 END_TEST
 
+/* A server echoing the Authorization header would hand back base64 that
+ * decodes to the value: the guest must get its own credentials back. */
+START_TEST(echo_protection_basic_credentials)
+{
+	struct harness h;
+	harness_init(&h, 1, 0);
+	char user[128], guest_b64[256], real_b64[256], req[512], resp[1024];
+	snprintf(user, sizeof user, "me:%s", ph_key);
+	snprintf(guest_b64, sizeof guest_b64, "%s", b64(user));
+	snprintf(real_b64, sizeof real_b64, "%s", b64("me:" KEY_VALUE));
+	snprintf(req, sizeof req,
+		 "GET /echo HTTP/1.1\r\nHost: a\r\nAuthorization: Basic %s\r\n\r\n", guest_b64);
+	feed_s(&h, 1, req, 4096);
+	ck_assert_ptr_nonnull(strstr(str(&h.up), real_b64));
+	char body[512];
+	snprintf(body, sizeof body, "{\"headers\":{\"Authorization\":\"Basic %s\"}}", real_b64);
+	snprintf(resp, sizeof resp,
+		 "HTTP/1.1 200 OK\r\nX-Echo: Basic %s\r\nContent-Length: %zu\r\n\r\n%s", real_b64,
+		 strlen(body), body);
+	feed_s(&h, 0, resp, 1);
+	char *g = str(&h.guest);
+	ck_assert_ptr_null(strstr(g, real_b64));
+	char want[300];
+	snprintf(want, sizeof want, "X-Echo: Basic %s\r\n", guest_b64);
+	ck_assert_msg(strstr(g, want) != NULL, "%s", g);
+	snprintf(want, sizeof want, "\"Authorization\":\"Basic %s\"", guest_b64);
+	ck_assert_msg(strstr(g, want) != NULL, "%s", g);
+	harness_free(&h);
+}
+END_TEST
+
 START_TEST(echo_protection_chunked_and_compressed)
 {
 	struct harness h;
@@ -706,6 +737,7 @@ static Suite *http_suite(void)
 	tcase_add_test(t, pipelined_requests_and_head);
 	tcase_add_test(t, http10_close_delimited_response_with_echo);
 	tcase_add_test(t, echo_protection_headers_and_content_length_body);
+	tcase_add_test(t, echo_protection_basic_credentials);
 	tcase_add_test(t, echo_protection_chunked_and_compressed);
 	tcase_add_test(t, websocket_upgrade_passes_through);
 	tcase_add_test(t, refused_upgrade_continues_as_http);
