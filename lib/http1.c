@@ -1116,8 +1116,8 @@ size_t sbx_http_feed_request(struct sbx_http_conn *c, const void *data, size_t l
 	while (used < len) {
 		if (c->passthrough)
 			return used + passthrough(&c->to_up, d + used, len - used);
-		if (c->rq_dead || c->rq_eof)
-			return len; /* refused: the rest is discarded, flags say close */
+		if (c->rq_dead || c->rq_eof || (c->flags & SBX_HTTP_CLOSE_UPSTREAM))
+			return len; /* refused or closing: the rest is discarded, flags say close */
 		if (c->rq_wait || out_full(c) || c->q_n == SBX_HTTP_PIPELINE_MAX)
 			break;
 		http_parser *p = &c->rq.p;

@@ -424,6 +424,61 @@ START_TEST(body_substitution_chunked_and_expect_continue)
 }
 END_TEST
 
+/* Bodies too large to buffer for an exact length switch to streaming
+ * framing: chunked for HTTP/1.1, close-delimited (responses) or 413
+ * (requests) for HTTP/1.0. */
+START_TEST(large_bodies_with_length_change_are_reframed)
+{
+	const size_t big = 3u << 20;
+	char *body = malloc(big);
+	memset(body, 'q', big);
+	struct harness h;
+	harness_init(&h, 2, 0);
+	memcpy(body + big / 2, ph_body, strlen(ph_body));
+	char head[160];
+	snprintf(head, sizeof head, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %zu\r\n\r\n",
+		 big);
+	feed_s(&h, 1, head, 4096);
+	ck_assert_uint_eq(feed(&h, 1, body, big, 65536), big);
+	char *up = str(&h.up);
+	ck_assert_ptr_nonnull(strstr(up, "Transfer-Encoding: chunked\r\n\r\n"));
+	ck_assert_ptr_null(strstr(up, "Content-Length"));
+	ck_assert_ptr_null(memmem(up, h.up.len, ph_body, strlen(ph_body)));
+	ck_assert_ptr_nonnull(memmem(up, h.up.len, BODY_VALUE, strlen(BODY_VALUE)));
+	ck_assert_int_eq(memcmp(up + h.up.len - 5, "0\r\n\r\n", 5), 0);
+	/* a small body with the same change keeps an exact length */
+	feed_s(&h, 0, "HTTP/1.1 204 No Content\r\n\r\n", 4096);
+	harness_free(&h);
+
+	/* HTTP/1.0: cannot be chunked -> 413, nothing of it upstream */
+	harness_init(&h, 2, 0);
+	snprintf(head, sizeof head, "POST /up HTTP/1.0\r\nContent-Length: %zu\r\n\r\n", big);
+	feed_s(&h, 1, head, 4096);
+	feed(&h, 1, body, big, 65536);
+	ck_assert_ptr_nonnull(strstr(str(&h.guest), "HTTP/1.1 413 "));
+	ck_assert_uint_eq(h.up.len, 0);
+	harness_free(&h);
+
+	/* HTTP/1.0 response carrying a value, too big to buffer: close-delimited */
+	harness_init(&h, 1, 0);
+	memcpy(body + big / 2, KEY_VALUE, strlen(KEY_VALUE));
+	feed_s(&h, 1, "GET /down HTTP/1.0\r\n\r\n", 4096);
+	snprintf(head, sizeof head, "HTTP/1.0 200 OK\r\nContent-Length: %zu\r\n\r\n", big);
+	feed_s(&h, 0, head, 4096);
+	ck_assert_uint_eq(feed(&h, 0, body, big, 65536), big);
+	drain(&h);
+	char *g = str(&h.guest);
+	ck_assert_ptr_nonnull(strstr(g, "Connection: close\r\n\r\n"));
+	ck_assert_ptr_null(strstr(g, "Content-Length"));
+	ck_assert_ptr_nonnull(memmem(g, h.guest.len, ph_key, strlen(ph_key)));
+	ck_assert(sbx_http_flags(h.c) & SBX_HTTP_CLOSE_GUEST);
+	ck_assert_ptr_null(memmem(g, h.guest.len, KEY_VALUE, strlen(KEY_VALUE)));
+	h.guest.len = 0; /* checked above with memmem (the body is not a C string) */
+	harness_free(&h);
+	free(body);
+}
+END_TEST
+
 START_TEST(pipelined_requests_and_head)
 {
 	struct harness h;
@@ -445,6 +500,24 @@ START_TEST(pipelined_requests_and_head)
 	ck_assert_ptr_nonnull(strstr(log, "REQ HEAD https://api.example.test:443/a 200"));
 	ck_assert_ptr_nonnull(strstr(log, "REQ GET https://api.example.test:443/b 200"));
 	ck_assert_ptr_nonnull(strstr(log, "REQ POST https://api.example.test:443/c 200"));
+	harness_free(&h);
+}
+END_TEST
+
+START_TEST(connection_close_response_ends_the_exchange)
+{
+	struct harness h;
+	harness_init(&h, 0, 0);
+	const char *reqs = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n";
+	feed_s(&h, 1, reqs, 4096);
+	feed_s(&h, 0, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx", 4096);
+	ck_assert_uint_eq(sbx_http_flags(h.c) & (SBX_HTTP_CLOSE_GUEST | SBX_HTTP_CLOSE_UPSTREAM),
+			  SBX_HTTP_CLOSE_GUEST | SBX_HTTP_CLOSE_UPSTREAM);
+	/* a request after that goes nowhere */
+	sbx_bytes_consume(&h.up, h.up.len);
+	feed_s(&h, 1, "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n", 4096);
+	ck_assert_uint_eq(h.up.len, 0);
+	ck_assert_ptr_nonnull(strstr(str(&h.guest), "\r\n\r\nx"));
 	harness_free(&h);
 }
 END_TEST
@@ -734,7 +807,9 @@ static Suite *http_suite(void)
 	tcase_add_test(t, decision_block_gives_status_and_reason);
 	tcase_add_test(t, body_substitution_fixes_content_length);
 	tcase_add_test(t, body_substitution_chunked_and_expect_continue);
+	tcase_add_test(t, large_bodies_with_length_change_are_reframed);
 	tcase_add_test(t, pipelined_requests_and_head);
+	tcase_add_test(t, connection_close_response_ends_the_exchange);
 	tcase_add_test(t, http10_close_delimited_response_with_echo);
 	tcase_add_test(t, echo_protection_headers_and_content_length_body);
 	tcase_add_test(t, echo_protection_basic_credentials);
