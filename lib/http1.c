@@ -3,6 +3,7 @@
 #include "http1.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,7 @@ struct sbx_http_conn {
 	struct sbx_http_config cfg;
 	struct sbx_scan_pattern *ph_pats, *val_pats; /* val_pats: values, then aliases */
 	size_t n_val;
+	size_t rq_chunk, rs_chunk; /* input per parser call (see feed_chunk) */
 	struct alias alias[SBX_HTTP_ALIAS_MAX];
 	size_t n_alias;
 	int alias_dirty;
@@ -1001,6 +1003,32 @@ static int validate(const struct sbx_http_config *cfg, char *err, size_t cap)
 	return 0;
 }
 
+/* Input per parser call, scaled down by the worst expansion a replacement
+ * can cause, so that one call adds at most about SBX_HTTP_FEED_CHUNK bytes
+ * of output whatever the secrets' lengths. */
+static size_t feed_chunk(size_t longest_out, size_t shortest_in)
+{
+	size_t ratio = shortest_in ? (longest_out + shortest_in - 1) / shortest_in : 1;
+	size_t chunk = SBX_HTTP_FEED_CHUNK / (ratio ? ratio : 1);
+	return chunk < 64 ? 64 : chunk;
+}
+
+static void set_feed_chunks(struct sbx_http_conn *c)
+{
+	size_t max_val = 0, min_val = SIZE_MAX, max_ph = 0, min_ph = SIZE_MAX;
+	for (size_t i = 0; i < c->cfg.n_secrets; i++) {
+		size_t v = c->cfg.secrets[i].value_len, p = c->ph_len[i];
+		max_val = v > max_val ? v : max_val;
+		min_val = v < min_val ? v : min_val;
+		max_ph = p > max_ph ? p : max_ph;
+		min_ph = p < min_ph ? p : min_ph;
+	}
+	c->rq_chunk = c->cfg.n_secrets ? feed_chunk(max_val, min_ph) : SBX_HTTP_FEED_CHUNK;
+	/* responses: values become placeholders (a Basic blob grows by about
+	 * the same ratio) */
+	c->rs_chunk = c->cfg.n_secrets ? feed_chunk(max_ph + 8, min_val) : SBX_HTTP_FEED_CHUNK;
+}
+
 int sbx_http_conn_new(struct sbx_http_conn **out, const struct sbx_http_config *cfg, char *err,
 		      size_t cap)
 {
@@ -1034,6 +1062,7 @@ int sbx_http_conn_new(struct sbx_http_conn **out, const struct sbx_http_config *
 		goto nomem;
 	c->rq.out.c = c;
 	c->rs.out.c = c;
+	set_feed_chunks(c);
 	side_init(&c->rq, c, HTTP_REQUEST);
 	side_init(&c->rs, c, HTTP_RESPONSE);
 	c->rq.set = (http_parser_settings){.on_message_begin = rq_on_begin,
@@ -1123,7 +1152,7 @@ size_t sbx_http_feed_request(struct sbx_http_conn *c, const void *data, size_t l
 		http_parser *p = &c->rq.p;
 		if (HTTP_PARSER_ERRNO(p) == HPE_PAUSED)
 			http_parser_pause(p, 0);
-		size_t piece = len - used < SBX_HTTP_FEED_CHUNK ? len - used : SBX_HTTP_FEED_CHUNK;
+		size_t piece = len - used < c->rq_chunk ? len - used : c->rq_chunk;
 		c->rq.done = 0;
 		size_t n = http_parser_execute(p, &c->rq.set, d + used, piece);
 		used += n;
@@ -1232,7 +1261,7 @@ size_t sbx_http_feed_response(struct sbx_http_conn *c, const void *data, size_t 
 			return len; /* nothing more goes to the guest */
 		if (out_full(c))
 			break;
-		size_t piece = len - used < SBX_HTTP_FEED_CHUNK ? len - used : SBX_HTTP_FEED_CHUNK;
+		size_t piece = len - used < c->rs_chunk ? len - used : c->rs_chunk;
 		size_t n = rs_execute(c, d + used, piece);
 		if (n == (size_t)-1)
 			return len;
