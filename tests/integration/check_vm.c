@@ -844,8 +844,8 @@ START_TEST(bad_input_leaves_nothing)
 	expect_create_fails(&o, 0, SANDBOX_E_UNSUPPORTED, "tls_passthrough");
 	/* a malformed allow_net pattern is named, and nothing is left */
 	opts_default(&o);
-	const char *bad[] = {"ok.example.test", "exa mple.test", NULL};
-	o.allow_net = bad;
+	const char *bad_allow[] = {"ok.example.test", "exa mple.test", NULL};
+	o.allow_net = bad_allow;
 	expect_create_fails(&o, 0, SANDBOX_E_INVAL, "allow_net[1] 'exa mple.test'");
 }
 END_TEST
