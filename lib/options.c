@@ -3,6 +3,7 @@
 #include "options.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,9 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "http1.h"
 #include "netpolicy.h"
+#include "placeholder.h"
 #include "proto.h"
 
 /* Size of the options struct each version had: a caller compiled against
@@ -148,43 +151,71 @@ static int check_patterns(const char *const *list, const char *what)
 	return rc;
 }
 
-static int refuse_unimplemented(const sandbox_options_t *o)
+static int env_has_name(const char *const *env, const char *name)
+{
+	size_t n = strlen(name);
+	for (size_t i = 0; env && env[i]; i++)
+		if (!strncmp(env[i], name, n) && env[i][n] == '=')
+			return 1;
+	return 0;
+}
+
+static int validate_secret(const sandbox_options_t *o, size_t i)
+{
+	const sandbox_secret_t *s = &o->secrets[i];
+	if (!s->name || !sbx_secret_name_valid(s->name))
+		return sbx_fail(SANDBOX_E_INVAL,
+				"secrets[%zu]: invalid variable name (letters, digits and '_', "
+				"not starting with a digit, at most %u characters)",
+				i, SBX_SECRET_NAME_MAX);
+	if (!s->value || !s->value[0] || !s->hosts || !s->hosts[0])
+		return sbx_fail(SANDBOX_E_INVAL,
+				"secrets[%zu] (%s): a value and a non-empty host list are required", i,
+				s->name);
+	if (strlen(s->value) > SBX_HTTP_VALUE_MAX || strpbrk(s->value, "\r\n"))
+		return sbx_fail(SANDBOX_E_INVAL,
+				"secrets[%zu] (%s): the value must be at most %u bytes with no CR or "
+				"LF",
+				i, s->name, SBX_HTTP_VALUE_MAX);
+	if (s->flags & ~SANDBOX_SECRET_SUBSTITUTE_BODY)
+		return sbx_fail(SANDBOX_E_FLAGS, "secrets[%zu] (%s): unknown flags 0x%x", i, s->name,
+				s->flags & ~SANDBOX_SECRET_SUBSTITUTE_BODY);
+	for (size_t k = 0; k < i; k++)
+		if (!strcmp(o->secrets[k].name, s->name))
+			return sbx_fail(SANDBOX_E_INVAL, "secrets: %s given twice", s->name);
+	if (env_has_name(o->env, s->name))
+		return sbx_fail(SANDBOX_E_INVAL,
+				"secrets[%zu] (%s): the same name is also set in env", i, s->name);
+	return check_patterns(s->hosts, "secret hosts");
+}
+
+static int validate_net(const sandbox_options_t *o)
 {
 	int rc;
 	if (o->secrets_count && !o->secrets)
 		return sbx_fail(SANDBOX_E_INVAL, "secrets is NULL but secrets_count is %zu",
 				o->secrets_count);
-	for (size_t i = 0; i < o->secrets_count; i++) {
-		const sandbox_secret_t *s = &o->secrets[i];
-		if (!s->name || !sbx_env_name_valid(s->name, strlen(s->name)))
-			return sbx_fail(SANDBOX_E_INVAL, "secrets[%zu]: invalid variable name", i);
-		if (!s->value || !s->hosts || !s->hosts[0])
-			return sbx_fail(
-			    SANDBOX_E_INVAL,
-			    "secrets[%zu] (%s): a value and a non-empty host list are required", i,
-			    s->name);
-		if ((rc = check_patterns(s->hosts, "secret hosts")))
+	if (o->secrets_count > SBX_HTTP_MAX_SECRETS)
+		return sbx_fail(SANDBOX_E_INVAL, "more than %u secrets", SBX_HTTP_MAX_SECRETS);
+	for (size_t i = 0; i < o->secrets_count; i++)
+		if ((rc = validate_secret(o, i)))
 			return rc;
-	}
 	if (o->allow_net && (rc = check_patterns(o->allow_net, "allow_net")))
 		return rc;
-	if (o->volumes_count && !o->volumes)
-		return sbx_fail(SANDBOX_E_INVAL, "volumes is NULL but volumes_count is %zu",
-				o->volumes_count);
 	if ((rc = sbx_dns_servers_validate(o->dns_servers, NULL, 0)))
 		return rc;
 	if (o->tls_passthrough && (rc = check_patterns(o->tls_passthrough, "tls_passthrough")))
 		return rc;
+	if ((rc = check_abs_path(o->tls_ca_file, "tls_ca_file")))
+		return rc;
+	if (o->tls_ca_file && access(o->tls_ca_file, R_OK) != 0)
+		return sbx_fail_errno(SANDBOX_E_INVAL, errno, "tls_ca_file '%.200s'", o->tls_ca_file);
 	if (o->net_flags & ~SANDBOX_NET_BLOCK_MISDIRECTED)
 		return sbx_fail(SANDBOX_E_FLAGS, "net_flags: unknown bits 0x%x",
 				o->net_flags & ~SANDBOX_NET_BLOCK_MISDIRECTED);
-	if (o->secrets_count)
-		return sbx_fail(SANDBOX_E_UNSUPPORTED,
-				"secrets are not supported yet by this version of libsandbox");
-	if (o->tls_ca_file || o->tls_passthrough || o->net_flags)
-		return sbx_fail(SANDBOX_E_UNSUPPORTED,
-				"tls_ca_file, tls_passthrough and net_flags are not supported yet "
-				"by this version of libsandbox (they come with secrets)");
+	if (o->volumes_count && !o->volumes)
+		return sbx_fail(SANDBOX_E_INVAL, "volumes is NULL but volumes_count is %zu",
+				o->volumes_count);
 	if (o->volumes_count)
 		return sbx_fail(SANDBOX_E_UNSUPPORTED,
 				"volumes are not supported yet by this version of libsandbox");
@@ -222,7 +253,7 @@ int sbx_options_validate(const sandbox_options_t *o)
 		return sbx_fail(SANDBOX_E_INVAL, "libvirt_uri is empty or too long");
 	if (o->audit_log && !o->audit_log[0])
 		return sbx_fail(SANDBOX_E_INVAL, "audit_log is an empty path");
-	return refuse_unimplemented(o);
+	return validate_net(o);
 }
 
 int sbx_exec_options_validate(const sandbox_exec_options_t *o)

@@ -29,38 +29,6 @@
  * so a guest dribbling one byte per frame cannot burn the host's CPU. */
 #define SNIFF_WORK_MAX (16u * SBX_SNIFF_MAX)
 
-enum px_how { HOW_NONE, HOW_IP, HOW_NAME, HOW_ALL };
-
-struct px_conn {
-	struct px_conn *next;
-	uint32_t stream;
-	int family;
-	uint8_t addr[16];
-	uint16_t port;
-	int64_t start_us;
-
-	/* set by the I/O thread (under px->lock) */
-	uint8_t *ubuf; /* guest -> upstream, at most the credit we granted */
-	size_t ulen, uoff;
-	uint32_t in_credit;   /* bytes the agent may still send */
-	uint64_t down_credit; /* bytes we may still send the agent */
-	int guest_eof;
-	int guest_close; /* 0, or 1 + how */
-	int over_limit;
-
-	/* proxy thread only */
-	int fd;
-	int connecting, open, decided, blocked;
-	enum px_how how;
-	char name[256];
-	int64_t connect_deadline;
-	uint32_t grant; /* written upstream, not yet returned as WINDOW */
-	int up_eof, up_shut, eof_sent;
-	int want_read;
-	size_t sniff_work;
-	uint64_t bytes_up, bytes_down;
-};
-
 void px_wake(struct sbx_proxy *px)
 {
 	uint64_t one = 1;
@@ -310,6 +278,7 @@ static void unlink_conn_locked(struct sbx_proxy *px, struct px_conn *c)
 
 static void free_conn(struct px_conn *c)
 {
+	px_icpt_free(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->ubuf);
@@ -483,6 +452,15 @@ static struct verdict decide_name(struct sbx_proxy *px, struct px_conn *c,
 	return v;
 }
 
+int px_check_claimed_name(struct sbx_proxy *px, struct px_conn *c, const char *host,
+			  char *reason, size_t cap)
+{
+	struct verdict v = decide_name(px, c, SBX_SNIFF_HTTP, host);
+	if (!v.allow)
+		snprintf(reason, cap, "%s", v.reason);
+	return v.allow;
+}
+
 static char *forbidden_page(const char *reason, size_t *len)
 {
 	char body[512];
@@ -547,8 +525,9 @@ static void handle_new(struct sbx_proxy *px, struct px_iter *it, struct px_conn 
 		return;
 	}
 	c->how = v.how;
-	/* only name-allowed connections have a claimed name to check */
-	c->decided = c->how != HOW_NAME;
+	/* only name-allowed connections have a claimed name to check;
+	 * with interception every connection is sniffed for its mode */
+	c->decided = c->how != HOW_NAME && !px->intercept;
 	if (c->decided)
 		audit_connect(px, c, "allowed", v.reason);
 	start_connect(px, it, c);
@@ -597,6 +576,10 @@ static void sniff(struct sbx_proxy *px, struct px_iter *it, struct px_conn *c)
 	struct verdict v = decide_name(px, c, s.kind, s.has_name ? s.name : "");
 	if (!v.allow) {
 		block_after_sniff(px, it, c, s.kind == SBX_SNIFF_HTTP, v.reason);
+		return;
+	}
+	if (px_icpt_begin(px, c, s.kind, s.has_name ? s.name : "")) {
+		block_after_sniff(px, it, c, 0, "cannot set up interception");
 		return;
 	}
 	c->decided = 1;
@@ -670,6 +653,8 @@ static int step_conn(struct sbx_proxy *px, struct px_iter *it, struct px_conn *c
 	sniff(px, it, c);
 	if (c->blocked || c->fd < 0)
 		return 0;
+	if (c->mode != MODE_RAW)
+		return 1; /* px_icpt_pump moves its bytes */
 	if (c->decided && c->ulen > c->uoff)
 		write_upstream(px, it, c);
 	if (c->fd < 0)
@@ -700,6 +685,8 @@ static short wanted_events(const struct px_conn *c)
 {
 	if (c->connecting)
 		return POLLOUT;
+	if (c->mode != MODE_RAW)
+		return px_icpt_events(c);
 	short ev = 0;
 	if (c->decided && c->ulen > c->uoff)
 		ev |= POLLOUT;
@@ -823,6 +810,32 @@ static void handle_dns_batch(struct sbx_proxy *px, struct px_dnsq *q)
 	}
 }
 
+static void pump_intercepted(struct sbx_proxy *px, struct px_loop *L)
+{
+	struct px_iter *it = &L->it;
+	size_t n = 0;
+	pthread_mutex_lock(&px->lock);
+	for (struct px_conn *c = px->conns; c; c = c->next)
+		if (c->mode != MODE_RAW && n < sizeof it->readable / sizeof it->readable[0])
+			it->readable[n++] = c;
+	pthread_mutex_unlock(&px->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct px_conn *c = it->readable[i];
+		struct px_iter_grant g = {0, 0};
+		enum px_pump_result r = px_icpt_pump(px, c, L->buf, &g);
+		if (g.n)
+			sbx_chan_send_u32(px->sb, SBX_T_WINDOW, g.stream, g.n);
+		if (r == PUMP_OK)
+			continue;
+		pthread_mutex_lock(&px->lock);
+		end_conn_locked(px, it, c, 1,
+				r == PUMP_CLOSE ? SBX_TCP_CLOSE_GRACEFUL : SBX_TCP_CLOSE_ABORT,
+				r == PUMP_CLOSE ? SBX_TCP_R_DONE : SBX_TCP_R_ERROR,
+				r == PUMP_CLOSE ? "done" : "error");
+		pthread_mutex_unlock(&px->lock);
+	}
+}
+
 static void after_poll(struct sbx_proxy *px, struct px_loop *L, int n)
 {
 	struct px_iter *it = &L->it;
@@ -846,6 +859,7 @@ static void after_poll(struct sbx_proxy *px, struct px_loop *L, int n)
 		}
 	}
 	it->n_readable = 0;
+	pump_intercepted(px, L);
 }
 
 static void *px_main(void *arg)
@@ -908,6 +922,10 @@ int sbx_proxy_new(struct sandbox *sb, const sandbox_options_t *o, struct sbx_pro
 		sbx_proxy_free(px);
 		return sbx_fail_errno(SANDBOX_E_IO, errno, "eventfd");
 	}
+	if ((rc = px_icpt_setup(px, o))) {
+		sbx_proxy_free(px);
+		return rc;
+	}
 	if ((rc = px_dns_init(px, csv))) {
 		sbx_proxy_free(px);
 		return rc;
@@ -954,6 +972,7 @@ void sbx_proxy_free(struct sbx_proxy *px)
 		free(q);
 	}
 	px_dns_fini(px);
+	px_icpt_teardown(px);
 	sbx_addrmap_free(&px->map);
 	policy_free(px->policy);
 	if (px->wake_fd >= 0)

@@ -33,4 +33,13 @@ int sbx_proxy_on_frame(struct sbx_proxy *px, const struct sbx_frame_hdr *h, cons
  * with detail; audited as net.policy. Any thread. */
 int sbx_proxy_set_policy(struct sbx_proxy *px, const char *const *allow_net);
 
+/* Secrets: how many, and each one's variable name and placeholder (the
+ * guest's environment gets NAME=placeholder). */
+size_t sbx_proxy_secret_count(const struct sbx_proxy *px);
+void sbx_proxy_secret_env(const struct sbx_proxy *px, size_t i, const char **name,
+			  const char **placeholder);
+/* The sandbox CA certificate (PEM) the guest must trust, or NULL when
+ * TLS is not intercepted. */
+const char *sbx_proxy_ca_pem(const struct sbx_proxy *px);
+
 #endif

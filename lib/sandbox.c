@@ -354,6 +354,77 @@ static int create_checks(sandbox_t **out, const sandbox_options_t *o, unsigned i
 	return sbx_options_validate(o);
 }
 
+static int env_append(struct sandbox *sb, const char *name, const char *value)
+{
+	size_t n = 0, len = strlen(name);
+	while (sb->env && sb->env[n]) {
+		if (!strncmp(sb->env[n], name, len) && sb->env[n][len] == '=')
+			return 0; /* the caller's own setting wins */
+		n++;
+	}
+	char **v = realloc(sb->env, (n + 2) * sizeof *v);
+	if (!v)
+		return sbx_fail(SANDBOX_E_NOMEM, "environment");
+	sb->env = v;
+	if (!(v[n] = sbx_asprintf("%s=%s", name, value)))
+		return sbx_fail(SANDBOX_E_NOMEM, "environment");
+	v[n + 1] = NULL;
+	return 0;
+}
+
+#define SBX_GUEST_CA_FILE "/usr/local/share/ca-certificates/libsandbox-sandbox-ca.crt"
+#define SBX_GUEST_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+/* Every command sees each secret's placeholder, never its value, and
+ * (when TLS is intercepted) the variables that point clients at the
+ * bundle holding the sandbox CA. */
+static int add_proxy_env(struct sandbox *sb)
+{
+	int rc;
+	for (size_t i = 0; i < sbx_proxy_secret_count(sb->proxy); i++) {
+		const char *name, *ph;
+		sbx_proxy_secret_env(sb->proxy, i, &name, &ph);
+		if ((rc = env_append(sb, name, ph)))
+			return rc;
+	}
+	if (!sbx_proxy_ca_pem(sb->proxy))
+		return 0;
+	static const char *const bundle_vars[] = {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+						  "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"};
+	for (size_t i = 0; i < sizeof bundle_vars / sizeof *bundle_vars; i++)
+		if ((rc = env_append(sb, bundle_vars[i], SBX_GUEST_CA_BUNDLE)))
+			return rc;
+	return env_append(sb, "NODE_EXTRA_CA_CERTS", SBX_GUEST_CA_FILE);
+}
+
+/* Put the sandbox CA into the guest's trust store (its own file, and
+ * appended to the bundle most clients read). One command at start-up. */
+static int install_guest_ca(struct sandbox *sb)
+{
+	const char *pem = sbx_proxy_ca_pem(sb->proxy);
+	if (!pem)
+		return 0;
+	const char *argv[] = {"/bin/sh", "-c",
+			      "set -e; umask 022; mkdir -p /usr/local/share/ca-certificates; "
+			      "cat > " SBX_GUEST_CA_FILE "; cat " SBX_GUEST_CA_FILE
+			      " >> " SBX_GUEST_CA_BUNDLE,
+			      NULL};
+	sandbox_exec_options_t eo = SANDBOX_EXEC_OPTIONS_INIT;
+	eo.stdin_data = pem;
+	eo.stdin_len = strlen(pem);
+	eo.timeout_ms = 30000;
+	sandbox_result_t *r = NULL;
+	int rc = sandbox_exec(sb, argv, &eo, &r, 0);
+	if (rc)
+		return rc;
+	int code = sandbox_result_exit_code(r);
+	sandbox_result_free(r);
+	if (code != 0)
+		return sbx_fail(SANDBOX_E_BOOT, "installing the sandbox CA in the guest failed (%d)",
+				code);
+	return 0;
+}
+
 static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct sbx_image *img)
 {
 	int rc;
@@ -372,9 +443,10 @@ static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct s
 		return rc;
 	if ((rc = make_dir(sb)) || (rc = make_overlay(sb, img)))
 		return rc;
-	if ((rc = sbx_proxy_new(sb, o, &sb->proxy)) || (rc = sbx_proxy_start(sb->proxy)))
+	if ((rc = sbx_proxy_new(sb, o, &sb->proxy)) || (rc = sbx_proxy_start(sb->proxy)) ||
+	    (rc = add_proxy_env(sb)))
 		return rc;
-	if ((rc = start_domain(sb, img, o)) || (rc = boot(sb, o)))
+	if ((rc = start_domain(sb, img, o)) || (rc = boot(sb, o)) || (rc = install_guest_ca(sb)))
 		return rc;
 	if (o->timeout_s) /* the lifetime counts from the moment it is usable */
 		sb->deadline_ms = sbx_now_ms() + (int64_t)o->timeout_s * 1000;

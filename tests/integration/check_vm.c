@@ -837,11 +837,15 @@ START_TEST(bad_input_leaves_nothing)
 	ck_assert_int_eq(sst.st_mode & 07777, 01777);
 	ck_assert_int_eq(vt_dir_entries(sticky), 0);
 	rmdir(sticky);
-	/* refused until implemented, with what is missing named */
+	/* a secret whose host is also tunnelled untouched cannot work */
 	opts_default(&o);
-	const char *pass[] = {"pinned.example.test", NULL};
+	const char *pass[] = {"*.example.test", NULL};
+	const char *hosts[] = {"api.example.test", NULL};
+	const sandbox_secret_t sec[] = {{"API_KEY", "value-never-in-guest", hosts, 0}};
 	o.tls_passthrough = pass;
-	expect_create_fails(&o, 0, SANDBOX_E_UNSUPPORTED, "tls_passthrough");
+	o.secrets = sec;
+	o.secrets_count = 1;
+	expect_create_fails(&o, 0, SANDBOX_E_INVAL, "also in tls_passthrough");
 	/* a malformed allow_net pattern is named, and nothing is left */
 	opts_default(&o);
 	const char *bad_allow[] = {"ok.example.test", "exa mple.test", NULL};

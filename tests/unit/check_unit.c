@@ -359,6 +359,30 @@ static void secret(sandbox_options_t *o)
 	o->secrets = s;
 	o->secrets_count = 1;
 }
+static void secret_in_env(sandbox_options_t *o)
+{
+	static const char *env[] = {"KEY=visible", NULL};
+	secret(o);
+	o->env = env;
+}
+static void secret_crlf(sandbox_options_t *o)
+{
+	static const char *hosts[] = {"api.example.test", NULL};
+	static const sandbox_secret_t s[] = {{"KEY", "va\r\nlue", hosts, 0}};
+	o->secrets = s;
+	o->secrets_count = 1;
+}
+static void secret_dup(sandbox_options_t *o)
+{
+	static const char *hosts[] = {"api.example.test", NULL};
+	static const sandbox_secret_t s[] = {{"KEY", "a", hosts, 0}, {"KEY", "b", hosts, 0}};
+	o->secrets = s;
+	o->secrets_count = 2;
+}
+static void bad_ca_file(sandbox_options_t *o)
+{
+	o->tls_ca_file = "/nonexistent/ca.pem";
+}
 static void bad_secret(sandbox_options_t *o)
 {
 	static const sandbox_secret_t s[] = {{"KEY", "value", NULL, 0}};
@@ -459,10 +483,15 @@ END_TEST
 
 START_TEST(options_unimplemented_are_refused)
 {
-	ck_assert_int_eq(validate_with(passthrough), SANDBOX_E_UNSUPPORTED);
-	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "tls_passthrough"));
-	ck_assert_int_eq(validate_with(secret), SANDBOX_E_UNSUPPORTED);
-	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "secrets"));
+	ck_assert_int_eq(validate_with(passthrough), 0);
+	ck_assert_int_eq(validate_with(secret), 0);
+	ck_assert_int_eq(validate_with(secret_in_env), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "also set in env"));
+	ck_assert_int_eq(validate_with(secret_crlf), SANDBOX_E_INVAL);
+	ck_assert_int_eq(validate_with(secret_dup), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "KEY given twice"));
+	ck_assert_int_eq(validate_with(bad_ca_file), SANDBOX_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "tls_ca_file"));
 	ck_assert_int_eq(validate_with(volume), SANDBOX_E_UNSUPPORTED);
 	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "volumes"));
 }
