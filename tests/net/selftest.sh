@@ -438,6 +438,54 @@ EOF
 }
 check "60 concurrent connections (HTTP and HTTPS) beside stalled readers" concurrency
 
+garbage() {
+	"$PY" - "$TESTNET_DNS4" "$TESTNET_API4" <<'EOF'
+import os, random, socket, struct, sys
+dns, web = sys.argv[1], sys.argv[2]
+rnd = random.Random(1)
+q = bytes.fromhex("abcd01000001000000000000") + b"\x07example\x04test\x00\x00\x01\x00\x01"
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(300):
+    kind = i % 4
+    if kind == 0:
+        m = os.urandom(rnd.randrange(0, 600))
+    elif kind == 1:
+        m = q[:rnd.randrange(0, len(q))]
+    elif kind == 2:
+        m = bytearray(q)
+        m[rnd.randrange(len(m))] = rnd.randrange(256)
+        m = bytes(m)
+    else:
+        m = q[:12] + b"\xc0\x0c\x00\x01\x00\x01"  # compression pointer in the question
+    u.sendto(m, (dns, 53))
+t = socket.create_connection((dns, 53), timeout=5)
+t.sendall(struct.pack("!H", 40000) + os.urandom(100))
+t.close()
+for port, junk in ((80, b"\x16\x03\x01garbage\r\n\r\n"), (80, b"GET /bytes/x HTTP/1.1\r\n\r\n"),
+                   (8080, b"POST /sha256 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+                   (443, b"GET / HTTP/1.1\r\n\r\n"), (443, os.urandom(3000)), (9000, b"")):
+    s = socket.create_connection((web, port), timeout=5)
+    s.sendall(junk)
+    s.shutdown(socket.SHUT_WR)
+    try:
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+# still answering (a fresh socket: the old one holds replies to the junk)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(3)
+u.sendto(b"\x12\x34" + q[2:], (dns, 53))
+r, _ = u.recvfrom(4096)
+assert r[:2] == b"\x12\x34" and r[3] & 0x0F == 0 and r.endswith(bytes([203, 0, 113, 12])), r
+s = socket.create_connection((web, 80), timeout=5)
+s.sendall(b"GET /status/200 HTTP/1.0\r\n\r\n")
+assert s.recv(100).startswith(b"HTTP/1.1 200"), "web server gone"
+EOF
+}
+check "servers survive malformed DNS, HTTP and TLS input" garbage
+
 idempotent_up() {
 	local pid
 	pid=$(cat "$TESTNET_RUN_DIR/servers.pid")
