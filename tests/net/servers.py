@@ -16,6 +16,7 @@ to an unprivileged user before serving anything.
 import argparse
 import base64
 import grp
+import gzip
 import hashlib
 import http.server
 import ipaddress
@@ -328,7 +329,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif route == "/sha256":
                 self.route_sha256()
             elif route == "/headers-echo":
-                self.route_headers_echo()
+                self.route_headers_echo(query)
             elif route.startswith("/status/"):
                 self.route_status(route[len("/status/"):])
             elif route == "/ws":
@@ -532,11 +533,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = json.dumps({"sha256": h.hexdigest(), "length": length, "chunked": chunked})
         self.reply(200, "application/json", (body + "\n").encode())
 
-    def route_headers_echo(self):
+    def route_headers_echo(self, query):
         self.read_body(None)
         auth = self.headers.get("Authorization", "")
-        self.reply(200, "text/plain", (auth + "\n").encode("latin-1", "replace"),
-                   [("X-Echo-Authorization", auth)])
+        body = (auth + "\n").encode("latin-1", "replace")
+        extra = [("X-Echo-Authorization", auth)]
+        if "gzip=1" in query.split("&"):
+            # the documented limit of echo protection: compressed bodies
+            body = gzip.compress(body)
+            extra.append(("Content-Encoding", "gzip"))
+        self.reply(200, "text/plain", body, extra)
 
     def route_status(self, code):
         self.read_body(None)
