@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2317 # check functions are called through `check`
 # Self-test of the test network, from the host's (root) namespace with real
 # clients (dig, curl, python3): DNS over UDP and TCP, v4 and v6, the query
 # log, HTTP and HTTPS endpoints, the bad certificates, large transfers,
@@ -78,14 +79,14 @@ consistent_constants() {
 			bad=1
 		}
 	done < <(env | sed -n 's/^\(TESTNET_[A-Z0-9_]*\)=\(.*\)$/\1 \2/p')
-	for name in $(sed -n 's/^#define \(TESTNET_[A-Z0-9_]*\) ["0-9].*/\1/p' "$HERE/testnet.h"); do
+	while read -r name; do
 		case $name in *_NAME) continue ;; esac
 		[ -n "${!name:-}" ] || {
 			echo "$name in testnet.h, not in env.sh"
 			bad=1
 		}
-	done
-	return $bad
+	done < <(sed -n 's/^#define \(TESTNET_[A-Z0-9_]*\) ["0-9].*/\1/p' "$HERE/testnet.h")
+	return "$bad"
 }
 check "env.sh and testnet.h agree" consistent_constants
 
@@ -95,13 +96,13 @@ zone_answers() {
 	local proto=$1 server=$2 bad=0 name type value got
 	while read -r name type value; do
 		case $name in \*.*) name="w$RANDOM.${name#\*.}" ;; esac
-		got=$(dig +time=2 +tries=2 $proto +short @"$server" "$name" "$type")
+		got=$(dig +time=2 +tries=2 "$proto" +short @"$server" "$name" "$type")
 		[ "$got" = "$value" ] || {
 			echo "$name $type: got '$got', want '$value'"
 			bad=1
 		}
 	done < <(sed 's/#.*//' "$HERE/zone" | awk 'NF == 3' | sort -k1,2 -u)
-	return $bad
+	return "$bad"
 }
 check "every zone record over UDP to $TESTNET_DNS4" zone_answers +notcp "$TESTNET_DNS4"
 check "every zone record over TCP to [$TESTNET_DNS6]" zone_answers +tcp "$TESTNET_DNS6"
@@ -122,7 +123,7 @@ names_match_env() {
 	done
 	[ "$(dig +short @"$TESTNET_DNS4" v6.example.test AAAA)" = "$TESTNET_V6" ] || bad=1
 	[ "$(dig +short @"$TESTNET_DNS4" dual.example.test AAAA)" = "$TESTNET_DUAL6" ] || bad=1
-	return $bad
+	return "$bad"
 }
 check "names resolve to the addresses env.sh names" names_match_env
 
@@ -223,7 +224,7 @@ bytes() { # url curl-args...
 	local url=$1 n want got
 	shift
 	n=104857600
-	want=$(pattern_sha256 $n)
+	want=$(pattern_sha256 "$n")
 	got=$("${CURL[@]}" "$@" "$url/bytes/$n" | sha256sum | cut -d' ' -f1)
 	[ "$got" = "$want" ] || fail "sha256 $got, want $want"
 }
@@ -516,7 +517,7 @@ sys.exit(0 if any(n.version == d.version and n.subnet_of(d) for d in doc) else 1
 		ip -4 route show table all dev "$TESTNET_VETH_HOST"
 		ip -6 route show table all dev "$TESTNET_VETH_HOST"
 	} | awk '{ if ($1 ~ /^(local|broadcast|multicast|anycast)$/) print $2; else print $1 }')
-	return $bad
+	return "$bad"
 }
 check "host: no default route changed, veth routes only in the documentation ranges" host_untouched
 

@@ -256,8 +256,8 @@ cmd_status() {
 		log "up (servers pid $(server_pid), namespace $NS, logs in $RUN)"
 		return 0
 	fi
-	ns_exists && log "namespace $NS exists" || log "namespace $NS missing"
-	server_pid >/dev/null && log "servers running" || log "servers not running"
+	if ns_exists; then log "namespace $NS exists"; else log "namespace $NS missing"; fi
+	if server_pid >/dev/null; then log "servers running"; else log "servers not running"; fi
 	log "NOT UP: run tests/net/testnet.sh up (as root)"
 	return 1
 }
