@@ -491,6 +491,27 @@ EOF
 }
 check "servers survive malformed DNS, HTTP and TLS input" garbage
 
+python_helpers() {
+	"$PY" - "$HERE" <<'EOF'
+import hashlib, subprocess, sys, urllib.request
+sys.path.insert(0, sys.argv[1])
+import testnet
+testnet.require_up()
+env = testnet.ENV
+mark = testnet.log_mark(env["TESTNET_DNS_LOG"])
+name = "py-helper.NotAllowed.test"
+subprocess.run(["dig", "+short", "@" + env["TESTNET_DNS4"], name, "AAAA"], check=True,
+               capture_output=True)
+assert testnet.dns_log_count(mark, name.lower(), "AAAA") == 1
+assert testnet.dns_log_count(mark, name, "A") == 0
+assert testnet.dns_log_count_suffix(mark, ".notallowed.test") == 1
+body = urllib.request.urlopen("http://%s/bytes/100000" % env["TESTNET_OTHER4"], timeout=10).read()
+assert body == testnet.pattern(0, 100000)
+assert testnet.pattern(1000, 500) == body[1000:1500]
+EOF
+}
+check "Python helpers (tests/net/testnet.py)" python_helpers
+
 idempotent_up() {
 	local pid
 	pid=$(cat "$TESTNET_RUN_DIR/servers.pid")
