@@ -8,9 +8,10 @@
 # Ends with "N passed, N failed".
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=env.sh
+# shellcheck source-path=SCRIPTDIR source=env.sh
 . "$HERE/env.sh"
 PY=/usr/bin/python3
+export PYTHONDONTWRITEBYTECODE=1 # never write into the source tree
 CA=$TESTNET_CA
 passed=0
 failed=0
