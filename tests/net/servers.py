@@ -744,7 +744,12 @@ class Acceptor:
                 local = short_peer(conn.getsockname())
                 t = threading.Thread(target=self.serve, daemon=True,
                                      args=(key.data, conn, short_peer(peer), local))
-                t.start()
+                try:
+                    t.start()
+                except RuntimeError as e:  # out of threads: drop this one only
+                    err("cannot start a thread for %s: %s" % (peer, e))
+                    conn.close()
+                    self.slots.release()
 
     def serve(self, handler, conn, peer, local):
         try:
