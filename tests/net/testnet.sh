@@ -264,6 +264,7 @@ cmd_status() {
 
 # one up or down at a time (the lock file outlives `down` on purpose)
 lock() {
+	mkdir -p /run/lock
 	exec 9>/run/lock/libsandbox-testnet.lock
 	flock 9
 }
