@@ -38,8 +38,10 @@ HTTPS_PORTS = (443, 8443)
 ECHO_PORT = 9000
 DNS_PORT = 53
 
-# Seconds a connection may sit without progress (either direction) before
-# the server drops it. Long enough for a test that pauses its reader.
+# Socket timeout: a read waits at most this long for data, and one write
+# (at most IO_CHUNK bytes) must be taken by the client within it; otherwise
+# the server drops the connection. Long enough for a test that pauses its
+# reader for a while; short enough that abandoned connections go away.
 IDLE_TIMEOUT = 120.0
 HANDSHAKE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 2000
