@@ -48,7 +48,7 @@ step "test network" bash tests/net/testnet.sh up
 run_check() {
 	make -C build check SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test
 	local rc=$?
-	for f in build/tests/*.log build/test-suite.log; do
+	for f in build/tests/*.log build/tests/net/*.log build/test-suite.log; do
 		[ -f "$f" ] && { echo "--- $f"; tail -n 60 "$f"; }
 	done
 	return $rc

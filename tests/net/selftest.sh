@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2317 # check functions are called through `check`
 # Self-test of the test network, from the host's (root) namespace with real
 # clients (dig, curl, python3): DNS over UDP and TCP, v4 and v6, the query
 # log, HTTP and HTTPS endpoints, the bad certificates, large transfers,
@@ -7,9 +8,10 @@
 # Ends with "N passed, N failed".
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=env.sh
+# shellcheck source-path=SCRIPTDIR source=env.sh
 . "$HERE/env.sh"
 PY=/usr/bin/python3
+export PYTHONDONTWRITEBYTECODE=1 # never write into the source tree
 CA=$TESTNET_CA
 passed=0
 failed=0
@@ -78,14 +80,14 @@ consistent_constants() {
 			bad=1
 		}
 	done < <(env | sed -n 's/^\(TESTNET_[A-Z0-9_]*\)=\(.*\)$/\1 \2/p')
-	for name in $(sed -n 's/^#define \(TESTNET_[A-Z0-9_]*\) ["0-9].*/\1/p' "$HERE/testnet.h"); do
+	while read -r name; do
 		case $name in *_NAME) continue ;; esac
 		[ -n "${!name:-}" ] || {
 			echo "$name in testnet.h, not in env.sh"
 			bad=1
 		}
-	done
-	return $bad
+	done < <(sed -n 's/^#define \(TESTNET_[A-Z0-9_]*\) ["0-9].*/\1/p' "$HERE/testnet.h")
+	return "$bad"
 }
 check "env.sh and testnet.h agree" consistent_constants
 
@@ -95,13 +97,13 @@ zone_answers() {
 	local proto=$1 server=$2 bad=0 name type value got
 	while read -r name type value; do
 		case $name in \*.*) name="w$RANDOM.${name#\*.}" ;; esac
-		got=$(dig +time=2 +tries=2 $proto +short @"$server" "$name" "$type")
+		got=$(dig +time=2 +tries=2 "$proto" +short @"$server" "$name" "$type")
 		[ "$got" = "$value" ] || {
 			echo "$name $type: got '$got', want '$value'"
 			bad=1
 		}
 	done < <(sed 's/#.*//' "$HERE/zone" | awk 'NF == 3' | sort -k1,2 -u)
-	return $bad
+	return "$bad"
 }
 check "every zone record over UDP to $TESTNET_DNS4" zone_answers +notcp "$TESTNET_DNS4"
 check "every zone record over TCP to [$TESTNET_DNS6]" zone_answers +tcp "$TESTNET_DNS6"
@@ -122,7 +124,7 @@ names_match_env() {
 	done
 	[ "$(dig +short @"$TESTNET_DNS4" v6.example.test AAAA)" = "$TESTNET_V6" ] || bad=1
 	[ "$(dig +short @"$TESTNET_DNS4" dual.example.test AAAA)" = "$TESTNET_DUAL6" ] || bad=1
-	return $bad
+	return "$bad"
 }
 check "names resolve to the addresses env.sh names" names_match_env
 
@@ -223,7 +225,7 @@ bytes() { # url curl-args...
 	local url=$1 n want got
 	shift
 	n=104857600
-	want=$(pattern_sha256 $n)
+	want=$(pattern_sha256 "$n")
 	got=$("${CURL[@]}" "$@" "$url/bytes/$n" | sha256sum | cut -d' ' -f1)
 	[ "$got" = "$want" ] || fail "sha256 $got, want $want"
 }
@@ -299,9 +301,13 @@ headers_echo() {
 	"${CURL[@]}" -D "$TMP/h" -H 'Authorization: Bearer sk-test-123' \
 		"http://$TESTNET_API4/headers-echo" >"$TMP/b" &&
 		grep -q '^X-Echo-Authorization: Bearer sk-test-123' "$TMP/h" &&
-		grep -qx 'Bearer sk-test-123' "$TMP/b"
+		grep -qx 'Bearer sk-test-123' "$TMP/b" &&
+		"${CURL[@]}" -D "$TMP/h" -H 'Authorization: Bearer sk-test-123' \
+			"http://$TESTNET_API4/headers-echo?gzip=1" >"$TMP/b.gz" &&
+		grep -qi '^Content-Encoding: gzip' "$TMP/h" && ! grep -q sk-test "$TMP/b.gz" &&
+		[ "$(gzip -dc <"$TMP/b.gz")" = "Bearer sk-test-123" ]
 }
-check "/headers-echo: Authorization in a header and the body" headers_echo
+check "/headers-echo: Authorization in a header and the body (also gzipped)" headers_echo
 
 status() {
 	[ "$("${CURL[@]}" -o /dev/null -w '%{http_code}' "http://$TESTNET_API4/status/404")" = 404 ] &&
@@ -438,6 +444,75 @@ EOF
 }
 check "60 concurrent connections (HTTP and HTTPS) beside stalled readers" concurrency
 
+garbage() {
+	"$PY" - "$TESTNET_DNS4" "$TESTNET_API4" <<'EOF'
+import os, random, socket, struct, sys
+dns, web = sys.argv[1], sys.argv[2]
+rnd = random.Random(1)
+q = bytes.fromhex("abcd01000001000000000000") + b"\x07example\x04test\x00\x00\x01\x00\x01"
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(300):
+    kind = i % 4
+    if kind == 0:
+        m = os.urandom(rnd.randrange(0, 600))
+    elif kind == 1:
+        m = q[:rnd.randrange(0, len(q))]
+    elif kind == 2:
+        m = bytearray(q)
+        m[rnd.randrange(len(m))] = rnd.randrange(256)
+        m = bytes(m)
+    else:
+        m = q[:12] + b"\xc0\x0c\x00\x01\x00\x01"  # compression pointer in the question
+    u.sendto(m, (dns, 53))
+t = socket.create_connection((dns, 53), timeout=5)
+t.sendall(struct.pack("!H", 40000) + os.urandom(100))
+t.close()
+for port, junk in ((80, b"\x16\x03\x01garbage\r\n\r\n"), (80, b"GET /bytes/x HTTP/1.1\r\n\r\n"),
+                   (8080, b"POST /sha256 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+                   (443, b"GET / HTTP/1.1\r\n\r\n"), (443, os.urandom(3000)), (9000, b"")):
+    s = socket.create_connection((web, port), timeout=5)
+    try:  # the server may answer and close before we are done
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+    except OSError:
+        pass
+    s.close()
+# still answering (a fresh socket: the old one holds replies to the junk)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(3)
+u.sendto(b"\x12\x34" + q[2:], (dns, 53))
+r, _ = u.recvfrom(4096)
+assert r[:2] == b"\x12\x34" and r[3] & 0x0F == 0 and r.endswith(bytes([203, 0, 113, 12])), r
+s = socket.create_connection((web, 80), timeout=5)
+s.sendall(b"GET /status/200 HTTP/1.0\r\n\r\n")
+assert s.recv(100).startswith(b"HTTP/1.1 200"), "web server gone"
+EOF
+}
+check "servers survive malformed DNS, HTTP and TLS input" garbage
+
+python_helpers() {
+	"$PY" - "$HERE" <<'EOF'
+import hashlib, subprocess, sys, urllib.request
+sys.path.insert(0, sys.argv[1])
+import testnet
+testnet.require_up()
+env = testnet.ENV
+mark = testnet.log_mark(env["TESTNET_DNS_LOG"])
+name = "py-helper.NotAllowed.test"
+subprocess.run(["dig", "+short", "@" + env["TESTNET_DNS4"], name, "AAAA"], check=True,
+               capture_output=True)
+assert testnet.dns_log_count(mark, name.lower(), "AAAA") == 1
+assert testnet.dns_log_count(mark, name, "A") == 0
+assert testnet.dns_log_count_suffix(mark, ".notallowed.test") == 1
+body = urllib.request.urlopen("http://%s/bytes/100000" % env["TESTNET_OTHER4"], timeout=10).read()
+assert body == testnet.pattern(0, 100000)
+assert testnet.pattern(1000, 500) == body[1000:1500]
+EOF
+}
+check "Python helpers (tests/net/testnet.py)" python_helpers
+
 idempotent_up() {
 	local pid
 	pid=$(cat "$TESTNET_RUN_DIR/servers.pid")
@@ -464,7 +539,7 @@ sys.exit(0 if any(n.version == d.version and n.subnet_of(d) for d in doc) else 1
 		ip -4 route show table all dev "$TESTNET_VETH_HOST"
 		ip -6 route show table all dev "$TESTNET_VETH_HOST"
 	} | awk '{ if ($1 ~ /^(local|broadcast|multicast|anycast)$/) print $2; else print $1 }')
-	return $bad
+	return "$bad"
 }
 check "host: no default route changed, veth routes only in the documentation ranges" host_untouched
 

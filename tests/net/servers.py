@@ -16,6 +16,7 @@ to an unprivileged user before serving anything.
 import argparse
 import base64
 import grp
+import gzip
 import hashlib
 import http.server
 import ipaddress
@@ -37,8 +38,10 @@ HTTPS_PORTS = (443, 8443)
 ECHO_PORT = 9000
 DNS_PORT = 53
 
-# Seconds a connection may sit without progress (either direction) before
-# the server drops it. Long enough for a test that pauses its reader.
+# Socket timeout: a read waits at most this long for data, and one write
+# (at most IO_CHUNK bytes) must be taken by the client within it; otherwise
+# the server drops the connection. Long enough for a test that pauses its
+# reader for a while; short enough that abandoned connections go away.
 IDLE_TIMEOUT = 120.0
 HANDSHAKE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 2000
@@ -328,7 +331,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif route == "/sha256":
                 self.route_sha256()
             elif route == "/headers-echo":
-                self.route_headers_echo()
+                self.route_headers_echo(query)
             elif route.startswith("/status/"):
                 self.route_status(route[len("/status/"):])
             elif route == "/ws":
@@ -532,11 +535,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = json.dumps({"sha256": h.hexdigest(), "length": length, "chunked": chunked})
         self.reply(200, "application/json", (body + "\n").encode())
 
-    def route_headers_echo(self):
+    def route_headers_echo(self, query):
         self.read_body(None)
         auth = self.headers.get("Authorization", "")
-        self.reply(200, "text/plain", (auth + "\n").encode("latin-1", "replace"),
-                   [("X-Echo-Authorization", auth)])
+        body = (auth + "\n").encode("latin-1", "replace")
+        extra = [("X-Echo-Authorization", auth)]
+        if "gzip=1" in query.split("&"):
+            # the documented limit of echo protection: compressed bodies
+            body = gzip.compress(body)
+            extra.append(("Content-Encoding", "gzip"))
+        self.reply(200, "text/plain", body, extra)
 
     def route_status(self, code):
         self.read_body(None)
@@ -738,7 +746,12 @@ class Acceptor:
                 local = short_peer(conn.getsockname())
                 t = threading.Thread(target=self.serve, daemon=True,
                                      args=(key.data, conn, short_peer(peer), local))
-                t.start()
+                try:
+                    t.start()
+                except RuntimeError as e:  # out of threads: drop this one only
+                    err("cannot start a thread for %s: %s" % (peer, e))
+                    conn.close()
+                    self.slots.release()
 
     def serve(self, handler, conn, peer, local):
         try:

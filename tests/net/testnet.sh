@@ -14,7 +14,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=env.sh
+# shellcheck source-path=SCRIPTDIR source=env.sh
 . "$HERE/env.sh"
 PY=/usr/bin/python3
 NS=$TESTNET_NS
@@ -39,7 +39,7 @@ server_pid() {
 	[ -r "$RUN/servers.pid" ] || return 1
 	pid=$(cat "$RUN/servers.pid")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "tests/net/servers.py" || return 1
+	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "tests/net/servers.py" || return 1
 	echo "$pid"
 }
 
@@ -190,8 +190,10 @@ start_servers() {
 	for a in "${EXTRA[@]}"; do args+=(--extra "$a"); done
 	for a in "${DNS_ADDRS[@]}"; do args+=(--dns "$a"); done
 	rm -f "$RUN/servers.pid"
-	nsexec setsid "$PY" "$HERE/servers.py" "${args[@]}" \
-		</dev/null >>"$RUN/servers.out" 2>&1 &
+	# not through nsexec (a function would leave a subshell behind), and
+	# without our lock descriptor (it would hold the lock for its lifetime)
+	ip netns exec "$NS" setsid "$PY" "$HERE/servers.py" "${args[@]}" \
+		</dev/null >>"$RUN/servers.out" 2>&1 9>&- &
 	for _ in $(seq 1 100); do
 		server_pid >/dev/null && answering && return 0
 		kill -0 $! 2>/dev/null || break
@@ -254,15 +256,22 @@ cmd_status() {
 		log "up (servers pid $(server_pid), namespace $NS, logs in $RUN)"
 		return 0
 	fi
-	ns_exists && log "namespace $NS exists" || log "namespace $NS missing"
-	server_pid >/dev/null && log "servers running" || log "servers not running"
+	if ns_exists; then log "namespace $NS exists"; else log "namespace $NS missing"; fi
+	if server_pid >/dev/null; then log "servers running"; else log "servers not running"; fi
 	log "NOT UP: run tests/net/testnet.sh up (as root)"
 	return 1
 }
 
+# one up or down at a time (the lock file outlives `down` on purpose)
+lock() {
+	mkdir -p /run/lock
+	exec 9>/run/lock/libsandbox-testnet.lock
+	flock 9
+}
+
 case ${1:-} in
-up) cmd_up ;;
-down) cmd_down ;;
+up) lock && cmd_up ;;
+down) lock && cmd_down ;;
 status) cmd_status ;;
 *)
 	echo "usage: $0 up|down|status" >&2
