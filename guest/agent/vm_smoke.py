@@ -33,16 +33,17 @@ def manifest(d):
     return m
 
 
-def boot(img, tmp, sock):
+def boot(img, tmp, sock, extra_cmdline=""):
     m = manifest(img)
     overlay = os.path.join(tmp, "overlay.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b",
                     os.path.join(img, m["rootfs"]), "-F", "raw", overlay], check=True)
     cmd = ["qemu-system-x86_64", "-accel", os.environ.get("QEMU_ACCEL", "tcg"),
            "-M", "q35", "-cpu", "max", "-m", "512", "-smp", "1", "-nodefaults",
-           "-no-user-config", "-display", "none",
+           "-no-user-config", "-display", "none", "-no-reboot",
            "-kernel", os.path.join(img, m["kernel"]),
-           "-initrd", os.path.join(img, m["initrd"]), "-append", m["cmdline"],
+           "-initrd", os.path.join(img, m["initrd"]),
+           "-append", (m["cmdline"] + " " + extra_cmdline).strip(),
            "-drive", "file=%s,if=virtio,format=qcow2" % overlay,
            "-serial", "file:" + os.path.join(tmp, "console.log"),
            "-device", "virtio-serial-pci",
@@ -77,7 +78,7 @@ def sh(c, script, **kw):
 
 
 def main():
-    img = sys.argv[1]
+    img = os.path.abspath(sys.argv[1])
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="sbx-vm-smoke-") as tmp:
         sock = os.path.join(tmp, "agent.sock")
