@@ -101,6 +101,9 @@ void net_init(struct port *p, uint16_t tcp_port, uint16_t dns_port, int test_mod
 size_t net_poll_prepare(struct pollfd *pfd, size_t cap)
 {
 	size_t n = 0;
+	g_n_listen = g_n_tcp = g_n_dns = 0;
+	if (!g_net_port)
+		return 0; /* networking off (test mode without ports) */
 	for (int i = 0; i < 2; i++)
 		if (g_tcp_lfd[i] >= 0 && n < cap)
 			pfd[n++] = (struct pollfd){g_tcp_lfd[i], POLLIN, 0};
@@ -125,12 +128,20 @@ void net_poll_process(const struct pollfd *pfd, size_t n, uint64_t now)
 
 uint64_t net_tick(uint64_t now)
 {
+	if (!g_net_port)
+		return 0;
 	uint64_t a = tcp_tick(now), b = dns_tick(now);
 	return !a || (b && b < a) ? b : a;
 }
 
-void net_frame(const struct sbx_frame_hdr *h, const uint8_t *payload, uint64_t now)
+void net_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t *payload,
+	       uint64_t now)
 {
+	if (!g_net_port) {
+		port_send_error(p, 0, EPROTO, "frame type 0x%02x for agent stream 0x%08x: no network",
+				h->type, h->stream);
+		return;
+	}
 	if (tcp_frame(h, payload, now) || dns_frame(h, payload, now))
 		return;
 	/* Not a live stream. One we opened earlier may have ended while the
@@ -142,6 +153,8 @@ void net_frame(const struct sbx_frame_hdr *h, const uint8_t *payload, uint64_t n
 
 void net_reset(void)
 {
+	if (!g_net_port)
+		return;
 	tcp_reset_all();
 	dns_reset_all();
 	g_last_id = 0;

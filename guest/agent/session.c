@@ -143,7 +143,7 @@ void session_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t 
 	if (h->stream == 0)
 		control_frame(p, h, payload);
 	else if (h->stream & SBX_STREAM_AGENT)
-		net_frame(h, payload, now);
+		net_frame(p, h, payload, now);
 	else
 		stream_frame(p, h, payload, now);
 }
