@@ -134,12 +134,12 @@ uint64_t net_tick(uint64_t now)
 	return !a || (b && b < a) ? b : a;
 }
 
-void net_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t *payload,
-	       uint64_t now)
+void net_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t *payload, uint64_t now)
 {
 	if (!g_net_port) {
-		port_send_error(p, 0, EPROTO, "frame type 0x%02x for agent stream 0x%08x: no network",
-				h->type, h->stream);
+		port_send_error(p, 0, EPROTO,
+				"frame type 0x%02x for agent stream 0x%08x: no network", h->type,
+				h->stream);
 		return;
 	}
 	if (tcp_frame(h, payload, now) || dns_frame(h, payload, now))

@@ -44,8 +44,7 @@ void net_poll_process(const struct pollfd *pfd, size_t n, uint64_t now);
 uint64_t net_tick(uint64_t now);
 
 /* One host frame on an agent-chosen stream id (SBX_STREAM_AGENT set). */
-void net_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t *payload,
-	       uint64_t now);
+void net_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t *payload, uint64_t now);
 /* The host connection is gone: reset every guest connection, forget every
  * query, start stream ids afresh. */
 void net_reset(void);
