@@ -234,11 +234,13 @@ int main(int argc, char **argv)
 	if (g_pid1) {
 		sys_init();
 		/* Before HELLO: no command may start before its network. */
-		unsigned ms;
-		if (netup(NET_TCP_PORT, NET_DNS_PORT, &ms) != 0)
-			log_msg("network set-up failed after %u ms: the guest has no network", ms);
+		unsigned ms[4];
+		if (netup(NET_TCP_PORT, NET_DNS_PORT, ms) != 0)
+			log_msg("network set-up failed after %u ms: the guest has no network",
+				ms[0]);
 		else if (cmdline_has("sandbox.nettrace"))
-			log_msg("network up in %u ms", ms);
+			log_msg("network up in %u ms (modules %u, links %u, nft %u)", ms[0], ms[1],
+				ms[2], ms[3]);
 	} else {
 		net_on = test_ports(&tcp_port, &dns_port);
 	}

@@ -21,8 +21,8 @@
 
 /* Bring networking up, before any command runs. Returns 0, or -1 after
  * logging what failed (the guest then has no network; commands still
- * run). tcp_port/dns_port: where the agent listens. Its duration in ms is
- * stored in *ms. */
-int netup(uint16_t tcp_port, uint16_t dns_port, unsigned *ms);
+ * run). tcp_port/dns_port: where the agent listens. Durations in ms are
+ * stored in ms[]: total, modules, links and resolv.conf, nft. */
+int netup(uint16_t tcp_port, uint16_t dns_port, unsigned ms[4]);
 
 #endif

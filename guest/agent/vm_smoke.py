@@ -406,9 +406,9 @@ def main():
             console = f.read()
         # the one complaint t_framing_error provokes on purpose
         console = console.replace("sandbox-agent: malformed frame header from the host", "")
-        m = re.search(r"sandbox-agent: network up in (\d+) ms\n", console)
+        m = re.search(r"sandbox-agent: network up in (\d+) ms(.*)\n", console)
         if m:
-            print("     network set-up at boot: %s ms" % m.group(1))
+            print("     network set-up at boot: %s ms%s" % (m.group(1), m.group(2)))
             console = console.replace(m.group(0), "")
         else:
             failed += 1
