@@ -1668,8 +1668,51 @@ def t_net_disconnect_resets(ag, tmp):
     s.close()
 
 
+def t_net_exec_not_stalled(ag, tmp):
+    # A bulk upload through a network stream while commands run: the
+    # commands' frames are not queued behind the download.
+    import threading
+    c = ag.conn
+    sink = Upstream("sink")
+    sim = net_setup(ag, route=lambda st: sink.addr)
+    total = 64 << 20
+    result = {}
+
+    def guest():
+        try:
+            s = guest_connect(ag)
+            s.settimeout(60)
+            block = pattern(1 << 20)
+            for _ in range(total >> 20):
+                s.sendall(block)
+            s.shutdown(socket.SHUT_WR)
+            result["reply"] = s.makefile("rb").read()
+            s.close()
+        except OSError as e:
+            result["error"] = e
+
+    th = threading.Thread(target=guest, daemon=True)
+    th.start()
+    check(c.wait(lambda: sim.opened and len(sim.opened[0].rx) > 4 << 20, 20), "upload not started")
+    worst = 0.0
+    runs = 0
+    while th.is_alive() and runs < 50:
+        t0 = time.monotonic()
+        expect_exit(c.run(["echo", "x"], timeout=10), 0, 0)
+        worst = max(worst, time.monotonic() - t0)
+        runs += 1
+    check(c.wait(lambda: not th.is_alive(), 60), "upload did not finish")
+    th.join()
+    want = "%s %d\n" % (hashlib.sha256(pattern(1 << 20) * (total >> 20)).hexdigest(), total)
+    check(result.get("reply") == want.encode(), "upload: %r" % (result,))
+    check(runs >= 3, "only %d commands ran during the upload" % runs)
+    check(worst < 1.0, "a command took %.2fs during the upload" % worst)
+    sink.close()
+
+
 NET_TESTS = [t_net_tcp_relay, t_net_credit, t_net_slow_reader, t_net_resets, t_net_limit,
-             t_net_dns, t_net_dns_limit, t_net_bad_host_frames, t_net_disconnect_resets]
+             t_net_dns, t_net_dns_limit, t_net_bad_host_frames, t_net_disconnect_resets,
+             t_net_exec_not_stalled]
 
 
 TESTS = [
