@@ -1710,9 +1710,37 @@ def t_net_exec_not_stalled(ag, tmp):
     sink.close()
 
 
+def t_net_dns_expiry(ag, tmp):
+    # A query the host never answers is forgotten after 10 s: its slot is
+    # free again, and a late reply for it is ignored (no ERROR, no datagram).
+    c = ag.conn
+    sim = net_setup(ag, dns=lambda q: None)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(0)
+    for i in range(64):
+        u.sendto(dns_query("e%d.test" % i, qid=i), ("127.0.0.1", ag.net_ports[1]))
+    check(c.wait(lambda: len(sim.queries) == 64, 5), "%d queries" % len(sim.queries))
+    u.sendto(dns_query("full.test"), ("127.0.0.1", ag.net_ports[1]))
+    c.quiet(0.5)
+    check(len(sim.queries) == 64, "65th query forwarded while 64 were outstanding")
+    c.quiet(10.0)
+    u.sendto(dns_query("after.test"), ("127.0.0.1", ag.net_ports[1]))
+    check(c.wait(lambda: len(sim.queries) == 65, 5), "no room after 10 s")
+    n = len(c.errors0)
+    c.dns_reply(sim.queries[0], dns_answer(sim.queries[0].msg, {}))
+    c.ping()
+    check(len(c.errors0) == n, "late reply answered with ERROR: %r" % c.errors0[n:])
+    try:
+        raise Failure("late reply delivered: %r" % u.recv(4096))
+    except BlockingIOError:
+        pass
+    c.dns_reply(sim.queries[64], b"")
+    u.close()
+
+
 NET_TESTS = [t_net_tcp_relay, t_net_credit, t_net_slow_reader, t_net_resets, t_net_limit,
              t_net_dns, t_net_dns_limit, t_net_bad_host_frames, t_net_disconnect_resets,
-             t_net_exec_not_stalled]
+             t_net_exec_not_stalled, t_net_dns_expiry]
 
 
 TESTS = [
