@@ -1515,7 +1515,7 @@ def t_net_limit(ag, tmp):
         pass  # reset at once (possibly before connect() returned)
     check(len(sim.opened) == 256, "257th connection was forwarded")
     c.net_close(sim.opened[0], CLOSE_ABORT, R_DONE)
-    c.quiet(0.2)
+    c.ping()  # the agent has taken the TCP_CLOSE
     again = guest_connect(ag)
     check(c.wait(lambda: len(sim.opened) == 257), "no room after one closed")
     for x in list(sim.opened):
@@ -1592,6 +1592,7 @@ def t_net_dns_limit(ag, tmp):
     check(len(sim.queries) == 64, "%d queries forwarded" % len(sim.queries))
     # answering one makes room for one more
     c.dns_reply(sim.queries[0], dns_answer(sim.queries[0].msg, {}))
+    c.ping()  # the agent has taken the reply before the next query comes
     u.sendto(dns_query("late.test"), ("127.0.0.1", ag.net_ports[1]))
     check(c.wait(lambda: len(sim.queries) == 65), "no room after a reply")
     for q in sim.queries[1:]:
