@@ -6,19 +6,27 @@
  *                                  inside a guest: use the virtio port
  *   sandbox-agent --connect PATH   test mode: connect to a UNIX socket
  *   sandbox-agent --listen PATH    test mode: accept on a UNIX socket
+ *
+ * In test mode the network listeners are only opened when
+ * SANDBOX_AGENT_TEST_PORTS=TCP,DNS names the loopback ports to use (there
+ * is no nftables redirect, and port 53 is not ours to take).
  */
 #define _GNU_SOURCE
 #include "exec.h"
 #include "log.h"
+#include "net.h"
+#include "netup.h"
 #include "port.h"
 #include "session.h"
 #include "sysinit.h"
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -30,6 +38,38 @@
 
 static int g_sigfd = -1;
 static int g_pid1;
+
+/* True when the kernel command line has this word (e.g. a trace switch;
+ * words with a dot are not passed to init, so /proc/cmdline it is). */
+static int cmdline_has(const char *word)
+{
+	char buf[1024];
+	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	size_t wl = strlen(word);
+	for (char *p = buf; (p = strstr(p, word)) != NULL; p += wl)
+		if ((p == buf || p[-1] == ' ') && (p[wl] == ' ' || p[wl] == '\n' || !p[wl]))
+			return 1;
+	return 0;
+}
+
+/* Test mode: SANDBOX_AGENT_TEST_PORTS=TCP,DNS. Returns 1 when set. */
+static int test_ports(uint16_t *tcp, uint16_t *dns)
+{
+	const char *v = getenv("SANDBOX_AGENT_TEST_PORTS");
+	unsigned a, b;
+	if (!v || sscanf(v, "%u,%u", &a, &b) != 2 || !a || !b || a > 65535 || b > 65535)
+		return 0;
+	*tcp = (uint16_t)a;
+	*dns = (uint16_t)b;
+	return 1;
+}
 
 static int usage(const char *argv0)
 {
@@ -129,7 +169,7 @@ static int poll_timeout(uint64_t now, uint64_t deadline, int timeout)
 
 static _Noreturn void run(struct port *p)
 {
-	static struct pollfd pfd[2 + EXEC_POLL_MAX];
+	static struct pollfd pfd[2 + EXEC_POLL_MAX + NET_POLL_MAX];
 	for (;;) {
 		uint64_t now = now_ms();
 		int up = port_try_up(p, now);
@@ -142,6 +182,9 @@ static _Noreturn void run(struct port *p)
 			session_hello(p);
 
 		uint64_t deadline = exec_tick(now);
+		uint64_t net_deadline = net_tick(now);
+		if (net_deadline && (!deadline || net_deadline < deadline))
+			deadline = net_deadline;
 		if (p->state != PS_DOWN && port_flush(p) < 0)
 			session_lost(p, now);
 
@@ -151,9 +194,10 @@ static _Noreturn void run(struct port *p)
 		if (!has_port)
 			pfd[1] = (struct pollfd){-1, 0, 0}; /* poll skips negative fds */
 		size_t nx = exec_poll_prepare(pfd + 2, EXEC_POLL_MAX, port_out_room(p));
+		size_t nn = net_poll_prepare(pfd + 2 + nx, NET_POLL_MAX);
 		timeout = poll_timeout(now, deadline, timeout);
 
-		if (poll(pfd, 2 + nx, timeout) < 0) {
+		if (poll(pfd, 2 + nx + nn, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			sys_fatal("poll: %s", strerror(errno));
@@ -162,6 +206,7 @@ static _Noreturn void run(struct port *p)
 		if (pfd[0].revents)
 			handle_signals(now);
 		exec_poll_process(pfd + 2, nx);
+		net_poll_process(pfd + 2 + nx, nn, now);
 		if (has_port && p->state != PS_DOWN)
 			service_port(p, pfd[1].revents, now);
 	}
@@ -184,9 +229,22 @@ int main(int argc, char **argv)
 	umask(022);
 	if (chdir("/") != 0)
 		log_msg("chdir /: %s", strerror(errno));
-	if (g_pid1)
+	uint16_t tcp_port = 0, dns_port = 0;
+	int net_on = g_pid1;
+	if (g_pid1) {
 		sys_init();
-	else
+		/* Before HELLO: no command may start before its network. */
+		unsigned ms[4];
+		if (netup(NET_TCP_PORT, NET_DNS_PORT, ms) != 0)
+			log_msg("network set-up failed after %u ms: the guest has no network",
+				ms[0]);
+		else if (cmdline_has("sandbox.nettrace"))
+			log_msg("network up in %u ms (modules %u, links %u, nft %u)", ms[0], ms[1],
+				ms[2], ms[3]);
+	} else {
+		net_on = test_ports(&tcp_port, &dns_port);
+	}
+	if (!g_pid1)
 		/* Test mode stands in for PID 1: orphans of our commands are
 		 * reparented to us, so the reaping is exercised too. */
 		prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -197,5 +255,7 @@ int main(int argc, char **argv)
 	static struct port port;
 	open_port(&port, mode, path);
 	exec_init(&port);
+	if (net_on)
+		net_init(&port, tcp_port, dns_port, !g_pid1);
 	run(&port);
 }

@@ -3,6 +3,7 @@
 #include "session.h"
 #include "exec.h"
 #include "log.h"
+#include "net.h"
 #include "sysinit.h"
 
 #include <errno.h>
@@ -141,6 +142,8 @@ void session_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t 
 {
 	if (h->stream == 0)
 		control_frame(p, h, payload);
+	else if (h->stream & SBX_STREAM_AGENT)
+		net_frame(p, h, payload, now);
 	else
 		stream_frame(p, h, payload, now);
 }
@@ -150,11 +153,13 @@ void session_framing_error(struct port *p)
 	log_msg("malformed frame header from the host: dropping the connection");
 	port_send_error(p, 0, EPROTO, "malformed frame header: closing the connection");
 	exec_abort_all();
+	net_reset();
 	port_close_soon(p);
 }
 
 void session_lost(struct port *p, uint64_t now)
 {
 	exec_abort_all();
+	net_reset();
 	port_drop(p, now);
 }

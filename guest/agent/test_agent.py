@@ -32,6 +32,11 @@ WINDOW0 = 256 * 1024
 HELLO, PING, PONG, ERROR, SHUTDOWN = 0x01, 0x02, 0x03, 0x04, 0x05
 EXEC_START, EXEC_STARTED, STDIN, STDIN_EOF = 0x10, 0x11, 0x12, 0x13
 STDOUT, STDERR, EXIT, SIGNAL, WINDOW = 0x14, 0x15, 0x16, 0x17, 0x20
+TCP_OPEN, TCP_DATA, TCP_EOF, TCP_CLOSE = 0x30, 0x31, 0x32, 0x33
+DNS_QUERY, DNS_REPLY = 0x38, 0x39
+AGENT_BIT = 0x80000000
+CLOSE_GRACEFUL, CLOSE_ABORT = 0, 1
+R_DONE, R_POLICY, R_REFUSED, R_UNREACH, R_RESET, R_LIMIT, R_ERROR = range(7)
 F_STDIN = 1
 
 ENV = [b"PATH=/usr/local/bin:/usr/bin:/bin", b"LC_ALL=C"]
@@ -103,6 +108,145 @@ class Stream:
         return self.exit is not None or self.error is not None
 
 
+class TcpStream:
+    """A guest TCP connection as the host sees it (doc/protocol.md, TCP)."""
+
+    def __init__(self, sid, family, port, addr):
+        self.sid = sid
+        self.family = family
+        self.port = port
+        self.addr = addr              # text form of the original destination
+        self.credit = WINDOW0         # agent -> host data we allow
+        self.send_credit = WINDOW0    # host -> agent data we may send
+        self.rx = bytearray()         # everything the guest sent
+        self.rx_eof = False           # TCP_EOF received
+        self.closed = None            # (how, reason) once TCP_CLOSE crossed
+        self.closed_by_host = False
+        self.pending = bytearray()    # host -> agent data waiting for credit
+        self.eof_pending = False      # send TCP_EOF once pending is sent
+        self.eof_sent = False
+        self.auto_window = True       # grant back what we receive at once
+        self.upstream = None          # relay socket (NetSim)
+        self.up_eof = False
+
+    @property
+    def dst(self):
+        return (self.family, self.addr, self.port)
+
+
+class DnsQuery:
+    def __init__(self, sid, transport, msg):
+        self.sid = sid
+        self.transport = transport
+        self.msg = msg
+        self.answered = False
+
+
+def dns_qname(msg):
+    """The question name of a DNS message, lower case, without the dot."""
+    off, labels = 12, []
+    while off < len(msg) and msg[off]:
+        n = msg[off]
+        labels.append(msg[off + 1:off + 1 + n].decode(errors="replace"))
+        off += 1 + n
+    qtype = struct.unpack_from(">H", msg, off + 1)[0] if off + 3 <= len(msg) else 0
+    return ".".join(labels).lower(), qtype, off + 5
+
+
+def dns_answer(query, addrs):
+    """A reply to query with A/AAAA records from addrs {qtype: [bytes]}."""
+    name, qtype, qend = dns_qname(query)
+    rdatas = addrs.get(qtype, [])
+    hdr = query[:2] + struct.pack(">HHHHH", 0x8180, 1, len(rdatas), 0, 0)
+    out = hdr + query[12:qend]
+    for rd in rdatas:
+        out += struct.pack(">HHHIH", 0xC00C, qtype, 1, 60, len(rd)) + rd
+    return out
+
+
+class NetSim:
+    """The host side of network streams, for tests: accepts each TCP_OPEN by
+    connecting to route(stream) -> (host, port) or None (refuse with
+    TCP_CLOSE abort, reason policy), relays both ways within the credit,
+    and answers DNS_QUERY with dns(query) -> reply bytes, b"" (no answer)
+    or None (leave it unanswered)."""
+
+    def __init__(self, route=None, dns=None):
+        self.route = route
+        self.dns = dns
+        self.opened = []   # every TcpStream, in order
+        self.queries = []  # every DnsQuery
+
+    def on_open(self, conn, st):
+        self.opened.append(st)
+        target = self.route(st) if self.route else None
+        if target is None:
+            conn.net_close(st, CLOSE_ABORT, R_POLICY)
+            return
+        try:
+            st.upstream = socket.create_connection(target, timeout=5)
+            st.upstream.setblocking(False)
+        except OSError:
+            conn.net_close(st, CLOSE_ABORT, R_REFUSED)
+
+    def on_query(self, conn, q):
+        self.queries.append(q)
+        if self.dns:
+            reply = self.dns(q)
+            if reply is not None:
+                conn.dns_reply(q, reply)
+
+    def on_data(self, conn, st, data):
+        if st.upstream:
+            st.upstream.setblocking(True)
+            try:
+                st.upstream.sendall(data)
+            except OSError:
+                conn.net_close(st, CLOSE_ABORT, R_RESET)
+            else:
+                st.upstream.setblocking(False)
+
+    def on_eof(self, conn, st):
+        if st.upstream:
+            try:
+                st.upstream.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            self._maybe_done(conn, st)
+
+    def on_close(self, conn, st):
+        if st.upstream:
+            st.upstream.close()
+            st.upstream = None
+
+    def fds(self, conn):
+        return [st.upstream for st in conn.net.values()
+                if isinstance(st, TcpStream) and st.upstream and not st.up_eof
+                and len(st.pending) < (1 << 20)]
+
+    def readable(self, conn, sock):
+        st = next(x for x in conn.net.values() if isinstance(x, TcpStream) and x.upstream is sock)
+        try:
+            data = sock.recv(1 << 18)
+        except BlockingIOError:
+            return
+        except OSError:
+            conn.net_close(st, CLOSE_ABORT, R_RESET)
+            return
+        if data:
+            st.pending += data
+        else:
+            st.up_eof = True
+            st.eof_pending = True
+            self._maybe_done(conn, st)
+
+    def _maybe_done(self, conn, st):
+        # both EOFs crossed and everything written: the host closes
+        if st.rx_eof and st.eof_pending and not st.pending and st.closed is None:
+            conn.pump_net()
+            conn.net_close(st, CLOSE_GRACEFUL, R_DONE)
+
+
 class Conn:
     """One host connection, with strict checking of agent frames."""
 
@@ -115,6 +259,10 @@ class Conn:
         self.pongs = []
         self.hello = None
         self.unexpected = []
+        self.net = {}        # agent stream id -> TcpStream / DnsQuery, while live
+        self.net_dead = set()  # ids that ended (frames in flight are ignored)
+        self.net_max = 0     # highest agent stream counter seen
+        self.sim = None      # NetSim answering TCP_OPEN / DNS_QUERY
 
     def close(self):
         try:
@@ -136,8 +284,13 @@ class Conn:
 
     # -- receiving --------------------------------------------------------
     def _fill(self, timeout):
-        r, _, _ = select.select([self.sock], [], [], max(timeout, 0))
-        if not r:
+        ups = self.sim.fds(self) if self.sim else []
+        r, _, _ = select.select([self.sock] + ups, [], [], max(timeout, 0))
+        for u in r:
+            if u is not self.sock:
+                self.sim.readable(self, u)
+        self.pump_net()
+        if self.sock not in r:
             return
         data = self.sock.recv(1 << 20)
         if not data:
@@ -165,7 +318,126 @@ class Conn:
             raise ProtocolError("frame 0x%02x after the end of stream %d" % (t, sid))
         return st
 
+    # -- network streams (agent-chosen ids) ---------------------------------
+    def net_close(self, st, how, reason):
+        if st.closed is not None:
+            return
+        self.send(TCP_CLOSE, st.sid, struct.pack("<BBH", how, reason, 0))
+        st.closed = (how, reason)
+        st.closed_by_host = True
+        self._net_forget(st)
+
+    def dns_reply(self, q, reply):
+        self.send(DNS_REPLY, q.sid, reply)
+        q.answered = True
+        self._net_forget(q)
+
+    def tcp_send(self, st, data, eof=False):
+        st.pending += data
+        st.eof_pending = st.eof_pending or eof
+        self.pump_net()
+
+    def _net_forget(self, x):
+        self.net.pop(x.sid, None)
+        self.net_dead.add(x.sid)
+        if isinstance(x, TcpStream) and self.sim:
+            self.sim.on_close(self, x)
+
+    def pump_net(self):
+        for st in list(self.net.values()):
+            if not isinstance(st, TcpStream) or st.closed is not None:
+                continue
+            while st.pending and st.send_credit > 0:
+                n = min(len(st.pending), st.send_credit, MAX_PAYLOAD)
+                self.send(TCP_DATA, st.sid, bytes(st.pending[:n]))
+                del st.pending[:n]
+                st.send_credit -= n
+            if st.eof_pending and not st.pending and not st.eof_sent:
+                self.send(TCP_EOF, st.sid)
+                st.eof_sent = True
+                if self.sim:
+                    self.sim._maybe_done(self, st)
+
+    def _apply_net(self, t, sid, p):
+        counter = sid & ~AGENT_BIT
+        if t in (TCP_OPEN, DNS_QUERY):
+            if counter <= self.net_max:
+                raise ProtocolError("stream id 0x%08x not above the last (%d)" % (sid, self.net_max))
+            self.net_max = counter
+            if t == TCP_OPEN:
+                if len(p) != 20:
+                    raise ProtocolError("TCP_OPEN of %d bytes" % len(p))
+                fam, z, port = struct.unpack_from("<BBH", p)
+                raw = p[4:]
+                if fam not in (4, 6) or z or (fam == 4 and any(raw[4:])):
+                    raise ProtocolError("bad TCP_OPEN %r" % p)
+                addr = socket.inet_ntop(socket.AF_INET, raw[:4]) if fam == 4 else \
+                    socket.inet_ntop(socket.AF_INET6, raw)
+                st = TcpStream(sid, fam, port, addr)
+                self.net[sid] = st
+                if self.sim:
+                    self.sim.on_open(self, st)
+            else:
+                if len(p) < 4 + 12 or p[0] not in (0, 1) or any(p[1:4]):
+                    raise ProtocolError("bad DNS_QUERY %r" % p[:16])
+                q = DnsQuery(sid, p[0], p[4:])
+                self.net[sid] = q
+                if self.sim:
+                    self.sim.on_query(self, q)
+            return
+        if counter == 0 or counter > self.net_max:
+            raise ProtocolError("frame 0x%02x for agent stream 0x%08x never opened" % (t, sid))
+        st = self.net.get(sid)
+        if st is None:
+            if sid in self.net_dead:
+                return  # in flight when we ended it
+            raise ProtocolError("frame 0x%02x for ended agent stream 0x%08x" % (t, sid))
+        if not isinstance(st, TcpStream):
+            raise ProtocolError("frame 0x%02x on DNS stream 0x%08x" % (t, sid))
+        if t == TCP_DATA:
+            if not 1 <= len(p) <= MAX_PAYLOAD:
+                raise ProtocolError("TCP_DATA of %d bytes" % len(p))
+            if st.rx_eof:
+                raise ProtocolError("TCP_DATA after TCP_EOF")
+            if len(p) > st.credit:
+                raise ProtocolError("stream 0x%08x: %d bytes with %d credit" % (sid, len(p), st.credit))
+            st.credit -= len(p)
+            st.rx += p
+            if self.sim:
+                self.sim.on_data(self, st, p)
+            if st.auto_window and st.closed is None:
+                self.send(WINDOW, sid, struct.pack("<I", len(p)))
+                st.credit += len(p)
+        elif t == TCP_EOF:
+            if p or st.rx_eof:
+                raise ProtocolError("bad or duplicate TCP_EOF")
+            st.rx_eof = True
+            if self.sim:
+                self.sim.on_eof(self, st)
+        elif t == TCP_CLOSE:
+            if len(p) != 4:
+                raise ProtocolError("TCP_CLOSE of %d bytes" % len(p))
+            how, reason, z = struct.unpack("<BBH", p)
+            if how > 1 or reason > 6 or z:
+                raise ProtocolError("bad TCP_CLOSE %r" % p)
+            st.closed = (how, reason)
+            self._net_forget(st)
+        elif t == WINDOW:
+            if len(p) != 4:
+                raise ProtocolError("bad WINDOW")
+            st.send_credit += struct.unpack("<I", p)[0]
+            if st.send_credit > WINDOW0:
+                raise ProtocolError("agent granted %d bytes, beyond what we sent" % st.send_credit)
+        else:
+            raise ProtocolError("frame 0x%02x not valid on a TCP stream" % t)
+
     def _apply(self, t, sid, p):
+        if sid & AGENT_BIT:
+            if t not in (TCP_OPEN, TCP_DATA, TCP_EOF, TCP_CLOSE, WINDOW, DNS_QUERY):
+                raise ProtocolError("frame 0x%02x on agent stream 0x%08x" % (t, sid))
+            return self._apply_net(t, sid, p)
+        if t in (TCP_OPEN, TCP_DATA, TCP_EOF, TCP_CLOSE, DNS_QUERY):
+            raise ProtocolError("network frame 0x%02x on host stream %d" % (t, sid))
         if t in (HELLO, PONG) or (t == ERROR and sid == 0):
             if sid != 0:
                 raise ProtocolError("control frame on stream %d" % sid)
@@ -263,6 +535,7 @@ class Conn:
         end = time.monotonic() + timeout
         while True:
             self._feed_stdin()
+            self.pump_net()
             if cond():
                 return True
             left = end - time.monotonic()
@@ -315,7 +588,7 @@ def expect_exit(st, kind, value, timed_out=0):
 
 
 class Agent:
-    def __init__(self, binary, tmp, mode="--connect", name="agent"):
+    def __init__(self, binary, tmp, mode="--connect", name="agent", net_ports=None):
         self.path = os.path.join(tmp, name + ".sock")
         self.log_path = os.path.join(tmp, name + ".log")
         self.mode = mode
@@ -328,6 +601,10 @@ class Agent:
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        env.pop("SANDBOX_AGENT_TEST_PORTS", None)
+        self.net_ports = net_ports
+        if net_ports:
+            env["SANDBOX_AGENT_TEST_PORTS"] = "%d,%d" % net_ports
         self.proc = subprocess.Popen([binary, mode, self.path], stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=self.log, env=env)
         self.conn = None
@@ -908,8 +1185,8 @@ def t_random_garbage(ag, tmp):
 
 def t_no_fd_leak(ag, tmp):
     fds = os.listdir("/proc/%d/fd" % ag.proc.pid)
-    # 0-2, signalfd, the socket (ASan may add one or two)
-    check(len(fds) <= 8, "agent holds %d fds: %r" % (len(fds), fds))
+    # 0-2, signalfd, the socket, 6 network listeners (ASan may add one or two)
+    check(len(fds) <= 14, "agent holds %d fds: %r" % (len(fds), fds))
 
 
 def t_listen_mode(ag, tmp):
@@ -946,6 +1223,527 @@ def t_shutdown(ag, tmp):
     check(pid_gone(st.pid, zombie_ok=True), "command survived SHUTDOWN")
 
 
+# ---------------------------------------------------------------------------
+# network streams (test mode: the agent listens on the loopback ports in
+# SANDBOX_AGENT_TEST_PORTS; without nftables a connection's original
+# destination is the listener itself)
+
+def free_ports(n):
+    """n TCP+UDP ports free on both 127.0.0.1 and ::1."""
+    out = []
+    while len(out) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        try:
+            for fam, typ, host in ((socket.AF_INET6, socket.SOCK_STREAM, "::1"),
+                                   (socket.AF_INET, socket.SOCK_DGRAM, "127.0.0.1"),
+                                   (socket.AF_INET6, socket.SOCK_DGRAM, "::1")):
+                t = socket.socket(fam, typ)
+                try:
+                    t.bind((host, port))
+                finally:
+                    t.close()
+        except OSError:
+            continue
+        if port not in out:
+            out.append(port)
+    return out
+
+
+class Upstream:
+    """A threaded TCP server on 127.0.0.1 for the relay to connect to:
+    mode "echo" echoes; "sink" reads to EOF and answers the sha256 and the
+    length; "pattern" sends N bytes of a fixed pattern then closes."""
+
+    def __init__(self, mode="echo", size=0):
+        import threading
+        self.mode, self.size = mode, size
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(128)
+        self.addr = self.lsock.getsockname()
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._one, args=(s,), daemon=True).start()
+
+    def _one(self, s):
+        try:
+            if self.mode == "echo":
+                while True:
+                    d = s.recv(1 << 16)
+                    if not d:
+                        break
+                    s.sendall(d)
+                s.shutdown(socket.SHUT_WR)
+            elif self.mode == "sink":
+                h, n = hashlib.sha256(), 0
+                while True:
+                    d = s.recv(1 << 16)
+                    if not d:
+                        break
+                    h.update(d)
+                    n += len(d)
+                s.sendall(("%s %d\n" % (h.hexdigest(), n)).encode())
+            else:
+                s.sendall(pattern(self.size))
+            s.close()
+        except OSError:
+            s.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+def pattern(n):
+    block = hashlib.sha256(b"libsandbox").digest() * 2048  # 64 KiB
+    return (block * (n // len(block) + 1))[:n]
+
+
+def net_setup(ag, route=None, dns=None):
+    check(ag.net_ports, "agent started without network ports")
+    sim = NetSim(route, dns)
+    ag.conn.sim = sim
+    return sim
+
+
+def guest_connect(ag, v6=False, rcvbuf=0):
+    fam, host = (socket.AF_INET6, "::1") if v6 else (socket.AF_INET, "127.0.0.1")
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect((host, ag.net_ports[0]))
+    return s
+
+
+def recv_all(c, s, timeout=10.0):
+    """Read s to EOF while serving the connection (the relay needs us)."""
+    s.setblocking(False)
+    out = bytearray()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            d = s.recv(1 << 16)
+            if not d:
+                return bytes(out)
+            out += d
+            continue
+        except BlockingIOError:
+            pass
+        c.quiet(0.02)
+    raise Failure("no EOF after %d bytes" % len(out))
+
+
+def t_net_tcp_relay(ag, tmp):
+    c = ag.conn
+    up = Upstream("echo")
+    sim = net_setup(ag, route=lambda st: up.addr)
+    for v6 in (False, True):
+        s = guest_connect(ag, v6)
+        check(c.wait(lambda: len(sim.opened) == (2 if v6 else 1)), "no TCP_OPEN")
+        st = sim.opened[-1]
+        want = (6, "::1", ag.net_ports[0]) if v6 else (4, "127.0.0.1", ag.net_ports[0])
+        check(st.dst == want, "TCP_OPEN %r, expected %r" % (st.dst, want))
+        data = os.urandom(3 << 20)
+        s.sendall(data[:1000])
+        s.setblocking(False)
+        got = bytearray()
+        sent = 1000
+        shut = False
+        end = time.monotonic() + 30
+        while len(got) < len(data) and time.monotonic() < end:
+            if sent < len(data):
+                try:
+                    sent += s.send(data[sent:sent + 65536])
+                except BlockingIOError:
+                    pass
+            elif not shut:
+                s.shutdown(socket.SHUT_WR)
+                shut = True
+            try:
+                d = s.recv(1 << 16)
+                got += d
+            except BlockingIOError:
+                c.quiet(0.01)
+        check(bytes(got) == data, "echo differs: %d of %d bytes" % (len(got), len(data)))
+        rest = recv_all(c, s)
+        check(rest == b"", "extra bytes %r" % rest[:20])
+        check(c.wait(lambda: st.closed is not None), "stream not closed")
+        check(st.closed == (CLOSE_GRACEFUL, R_DONE) and st.rx_eof, "close %r" % (st.closed,))
+        s.close()
+    up.close()
+    c.ping()
+
+
+def t_net_credit(ag, tmp):
+    # The agent sends no more than the credit; a stream without credit
+    # does not hold up another one.
+    c = ag.conn
+    sim = net_setup(ag, route=lambda st: None if st.sid else None)
+    sim.on_open = lambda conn, st: sim.opened.append(st)  # hold, no upstream
+    a = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 1), "no TCP_OPEN")
+    sa = sim.opened[0]
+    sa.auto_window = False
+    a.setblocking(False)
+    payload = b"a" * (1 << 20)
+    off = 0
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        try:
+            off += a.send(payload[off:off + 65536])
+        except BlockingIOError:
+            pass
+        c.quiet(0.05)
+    check(len(sa.rx) == WINDOW0, "received %d bytes with a %d window" % (len(sa.rx), WINDOW0))
+    b = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 2), "second TCP_OPEN")
+    b.sendall(b"independent")
+    sb = sim.opened[1]
+    check(c.wait(lambda: sb.rx == b"independent"), "second stream stalled: %r" % sb.rx)
+    c.send(WINDOW, sa.sid, struct.pack("<I", 1000))
+    sa.credit += 1000
+    c.quiet(0.5)
+    check(len(sa.rx) == WINDOW0 + 1000, "after WINDOW 1000: %d" % len(sa.rx))
+    c.net_close(sa, CLOSE_ABORT, R_DONE)
+    c.net_close(sb, CLOSE_ABORT, R_DONE)
+    a.close()
+    b.close()
+    c.ping()
+
+
+def t_net_slow_reader(ag, tmp):
+    # A guest that does not read: the agent buffers at most the credit it
+    # granted (it grants back only what the guest took), other streams go on.
+    c = ag.conn
+    sim = net_setup(ag)
+    sim.on_open = lambda conn, st: sim.opened.append(st)
+    slow = guest_connect(ag, rcvbuf=16384)
+    check(c.wait(lambda: len(sim.opened) == 1), "no TCP_OPEN")
+    st = sim.opened[0]
+    rss0 = rss_kib(ag.proc.pid)
+    total = 32 << 20
+    c.tcp_send(st, b"z" * total)
+    c.quiet(1.5)
+    check(st.send_credit == 0 and len(st.pending) > 28 << 20,
+          "host could send %d more, %d pending" % (st.send_credit, len(st.pending)))
+    grown = rss_kib(ag.proc.pid) - rss0
+    # (generous for ASan's allocator; without the bound it would be 32 MiB)
+    check(grown < 16 << 10, "agent grew by %d KiB for a reader that does not read" % grown)
+    fast = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 2), "second TCP_OPEN")
+    c.tcp_send(sim.opened[1], b"hello", eof=True)
+    fast.settimeout(5)
+    check(fast.recv(100) == b"hello", "other stream stalled")
+    # now read the slow one: everything arrives, in order
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    got = bytearray()
+    slow.setblocking(False)
+    end = time.monotonic() + 60
+    while len(got) < total and time.monotonic() < end:
+        try:
+            got += slow.recv(1 << 20)
+        except BlockingIOError:
+            c.quiet(0.001)
+    check(len(got) == total and got.count(b"z") == len(got), "slow reader got %d" % len(got))
+    for x in list(sim.opened):
+        c.net_close(x, CLOSE_ABORT, R_DONE)
+    slow.close()
+    fast.close()
+
+
+def t_net_resets(ag, tmp):
+    c = ag.conn
+    sim = net_setup(ag)
+    sim.on_open = lambda conn, st: sim.opened.append(st)
+    # host abort -> the guest program sees a reset
+    s = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 1), "no TCP_OPEN")
+    c.tcp_send(sim.opened[0], b"partial")
+    c.quiet(0.2)
+    c.net_close(sim.opened[0], CLOSE_ABORT, R_POLICY)
+    c.quiet(0.2)
+    try:
+        data = s.recv(100)
+        data += s.recv(100)
+        raise Failure("no reset after TCP_CLOSE abort (read %r)" % data)
+    except ConnectionResetError:
+        pass
+    s.close()
+    # guest reset -> TCP_CLOSE abort, reason reset
+    s = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 2), "no TCP_OPEN")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    st = sim.opened[1]
+    check(c.wait(lambda: st.closed is not None), "no TCP_CLOSE after a guest reset")
+    check(st.closed == (CLOSE_ABORT, R_RESET), "close %r" % (st.closed,))
+    # host graceful close: data, FIN, and the guest sees EOF
+    s = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 3), "no TCP_OPEN")
+    c.tcp_send(sim.opened[2], b"bye")
+    c.net_close(sim.opened[2], CLOSE_GRACEFUL, R_DONE)
+    check(recv_all(c, s) == b"bye", "graceful close lost data")
+    s.close()
+    c.ping()
+
+
+def t_net_limit(ag, tmp):
+    c = ag.conn
+    sim = net_setup(ag)
+    sim.on_open = lambda conn, st: sim.opened.append(st)
+    socks = [guest_connect(ag) for _ in range(256)]
+    check(c.wait(lambda: len(sim.opened) == 256, 20), "%d TCP_OPEN" % len(sim.opened))
+    try:
+        extra = guest_connect(ag)
+        extra.settimeout(5)
+        c.quiet(0.3)
+        extra.recv(1)
+        raise Failure("257th connection not reset")
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # reset at once (possibly before connect() returned)
+    check(len(sim.opened) == 256, "257th connection was forwarded")
+    c.net_close(sim.opened[0], CLOSE_ABORT, R_DONE)
+    c.ping()  # the agent has taken the TCP_CLOSE
+    again = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 257), "no room after one closed")
+    for x in list(sim.opened):
+        c.net_close(x, CLOSE_ABORT, R_DONE)
+    for x in socks + [again]:
+        x.close()
+    c.ping()
+
+
+def dns_query(name, qtype=1, qid=0x1234):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack(">HH", qtype, 1)
+
+
+def t_net_dns(ag, tmp):
+    c = ag.conn
+    ans = {1: [socket.inet_aton("203.0.113.7")]}
+    sim = net_setup(ag, dns=lambda q: dns_answer(q.msg, ans) if b"drop" not in q.msg else b"")
+    port = ag.net_ports[1]
+    for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        u.settimeout(0)
+        q = dns_query("example.test")
+        u.sendto(q, (host, port))
+        check(c.wait(lambda: len(sim.queries) and sim.queries[-1].msg == q), "no DNS_QUERY")
+        check(sim.queries[-1].transport == 0, "transport %d" % sim.queries[-1].transport)
+        got = None
+        end = time.monotonic() + 5
+        while got is None and time.monotonic() < end:
+            try:
+                got = u.recv(4096)
+            except BlockingIOError:
+                c.quiet(0.02)
+        check(got == dns_answer(q, ans), "UDP reply %r" % got)
+        # an empty reply is a drop
+        u.sendto(dns_query("drop.test"), (host, port))
+        c.quiet(0.5)
+        try:
+            raise Failure("dropped query answered: %r" % u.recv(4096))
+        except BlockingIOError:
+            pass
+        u.close()
+    # TCP: several queries on one connection, length-prefixed
+    t = socket.create_connection(("127.0.0.1", port), timeout=5)
+    n0 = len(sim.queries)
+    msgs = [dns_query("q%d.example.test" % i, qid=i) for i in range(5)]
+    t.sendall(b"".join(struct.pack(">H", len(m)) + m for m in msgs))
+    check(c.wait(lambda: len(sim.queries) == n0 + 5), "TCP queries: %d" % (len(sim.queries) - n0))
+    check(all(q.transport == 1 for q in sim.queries[n0:]), "TCP transport")
+    want = b"".join(struct.pack(">H", len(r)) + r for r in (dns_answer(m, ans) for m in msgs))
+    t.setblocking(False)
+    got = bytearray()
+    end = time.monotonic() + 5
+    while len(got) < len(want) and time.monotonic() < end:
+        try:
+            got += t.recv(65536)
+        except BlockingIOError:
+            c.quiet(0.02)
+    check(bytes(got) == want, "TCP replies differ")
+    t.close()
+    c.ping()
+
+
+def t_net_dns_limit(ag, tmp):
+    # 64 outstanding queries at most; further ones are dropped
+    c = ag.conn
+    sim = net_setup(ag, dns=lambda q: None)  # never answers
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(80):
+        u.sendto(dns_query("n%d.test" % i, qid=i), ("127.0.0.1", ag.net_ports[1]))
+    c.quiet(1.0)
+    check(len(sim.queries) == 64, "%d queries forwarded" % len(sim.queries))
+    # answering one makes room for one more
+    c.dns_reply(sim.queries[0], dns_answer(sim.queries[0].msg, {}))
+    c.ping()  # the agent has taken the reply before the next query comes
+    u.sendto(dns_query("late.test"), ("127.0.0.1", ag.net_ports[1]))
+    check(c.wait(lambda: len(sim.queries) == 65), "no room after a reply")
+    for q in sim.queries[1:]:
+        c.dns_reply(q, b"")
+    u.close()
+    c.ping()
+
+
+def t_net_bad_host_frames(ag, tmp):
+    c = ag.conn
+    sim = net_setup(ag)
+    sim.on_open = lambda conn, st: sim.opened.append(st)
+    # a guest that does not read: the agent cannot write (and grant) much
+    s = guest_connect(ag, rcvbuf=4096)
+    check(c.wait(lambda: len(sim.opened) == 1), "no TCP_OPEN")
+    st = sim.opened[0]
+    # fill the guest's socket and the agent's queue until no credit is left
+    c.tcp_send(st, b"x" * (16 << 20))
+    last, end = -1, time.monotonic() + 20
+    while len(st.pending) != last and time.monotonic() < end:
+        last = len(st.pending)  # the guest kernel's buffers take a while to fill
+        c.quiet(0.5)
+    check(st.send_credit == 0 and st.pending, "credit left: %d" % st.send_credit)
+    # then one byte beyond the credit: ERROR on stream 0, the stream aborted
+    st.pending.clear()
+    st.send_credit -= 1
+    c.send(TCP_DATA, st.sid, b"x")
+    e, msg = c.expect_error0()
+    check(e == errno.EPROTO and b"window" in msg, "over credit: %r" % ((e, msg),))
+    check(c.wait(lambda: st.closed is not None), "stream not aborted")
+    check(st.closed == (CLOSE_ABORT, R_ERROR), "close %r" % (st.closed,))
+    s.close()
+    # an id never opened: ERROR; an ended one: ignored
+    c.send(TCP_DATA, AGENT_BIT | 0x7fff0000, b"x")
+    e, _ = c.expect_error0()
+    check(e == errno.EPROTO, "unknown id: %d" % e)
+    n = len(c.errors0)
+    c.send(WINDOW, st.sid, struct.pack("<I", 10))
+    c.ping()
+    check(len(c.errors0) == n, "late frame answered: %r" % c.errors0[n:])
+    # malformed TCP_CLOSE on a live stream
+    s = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 2), "no TCP_OPEN")
+    c.send(TCP_CLOSE, sim.opened[1].sid, b"\x07\0\0\0")
+    c.expect_error0()
+    check(c.wait(lambda: sim.opened[1].closed is not None), "bad TCP_CLOSE not answered")
+    s.close()
+    c.ping()
+
+
+def t_net_disconnect_resets(ag, tmp):
+    c = ag.conn
+    sim = net_setup(ag)
+    sim.on_open = lambda conn, st: sim.opened.append(st)
+    s = guest_connect(ag)
+    check(c.wait(lambda: len(sim.opened) == 1), "no TCP_OPEN")
+    c.close()
+    ag.conn = None
+    ag.connect()
+    s.settimeout(5)
+    try:
+        d = s.recv(10)
+        check(d == b"", "data after the host went away: %r" % d)
+    except ConnectionResetError:
+        pass
+    s.close()
+    # ids start again on the new connection
+    sim = net_setup(ag)
+    sim.on_open = lambda conn, st: sim.opened.append(st)
+    s = guest_connect(ag)
+    check(ag.conn.wait(lambda: len(sim.opened) == 1), "no TCP_OPEN after reconnect")
+    check(sim.opened[0].sid == AGENT_BIT | 1, "first id 0x%08x" % sim.opened[0].sid)
+    ag.conn.net_close(sim.opened[0], CLOSE_ABORT, R_DONE)
+    s.close()
+
+
+def t_net_exec_not_stalled(ag, tmp):
+    # A bulk upload through a network stream while commands run: the
+    # commands' frames are not queued behind the download.
+    import threading
+    c = ag.conn
+    sink = Upstream("sink")
+    sim = net_setup(ag, route=lambda st: sink.addr)
+    total = 64 << 20
+    result = {}
+
+    def guest():
+        try:
+            s = guest_connect(ag)
+            s.settimeout(60)
+            block = pattern(1 << 20)
+            for _ in range(total >> 20):
+                s.sendall(block)
+            s.shutdown(socket.SHUT_WR)
+            result["reply"] = s.makefile("rb").read()
+            s.close()
+        except OSError as e:
+            result["error"] = e
+
+    th = threading.Thread(target=guest, daemon=True)
+    th.start()
+    check(c.wait(lambda: sim.opened and len(sim.opened[0].rx) > 4 << 20, 20), "upload not started")
+    worst = 0.0
+    runs = 0
+    while th.is_alive() and runs < 50:
+        t0 = time.monotonic()
+        expect_exit(c.run(["echo", "x"], timeout=10), 0, 0)
+        worst = max(worst, time.monotonic() - t0)
+        runs += 1
+    check(c.wait(lambda: not th.is_alive(), 60), "upload did not finish")
+    th.join()
+    want = "%s %d\n" % (hashlib.sha256(pattern(1 << 20) * (total >> 20)).hexdigest(), total)
+    check(result.get("reply") == want.encode(), "upload: %r" % (result,))
+    check(runs >= 3, "only %d commands ran during the upload" % runs)
+    check(worst < 1.0, "a command took %.2fs during the upload" % worst)
+    sink.close()
+
+
+def t_net_dns_expiry(ag, tmp):
+    # A query the host never answers is forgotten after 10 s: its slot is
+    # free again, and a late reply for it is ignored (no ERROR, no datagram).
+    c = ag.conn
+    sim = net_setup(ag, dns=lambda q: None)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(0)
+    for i in range(64):
+        u.sendto(dns_query("e%d.test" % i, qid=i), ("127.0.0.1", ag.net_ports[1]))
+    check(c.wait(lambda: len(sim.queries) == 64, 5), "%d queries" % len(sim.queries))
+    u.sendto(dns_query("full.test"), ("127.0.0.1", ag.net_ports[1]))
+    c.quiet(0.5)
+    check(len(sim.queries) == 64, "65th query forwarded while 64 were outstanding")
+    c.quiet(10.0)
+    u.sendto(dns_query("after.test"), ("127.0.0.1", ag.net_ports[1]))
+    check(c.wait(lambda: len(sim.queries) == 65, 5), "no room after 10 s")
+    n = len(c.errors0)
+    c.dns_reply(sim.queries[0], dns_answer(sim.queries[0].msg, {}))
+    c.ping()
+    check(len(c.errors0) == n, "late reply answered with ERROR: %r" % c.errors0[n:])
+    try:
+        raise Failure("late reply delivered: %r" % u.recv(4096))
+    except BlockingIOError:
+        pass
+    c.dns_reply(sim.queries[64], b"")
+    u.close()
+
+
+NET_TESTS = [t_net_tcp_relay, t_net_credit, t_net_slow_reader, t_net_resets, t_net_limit,
+             t_net_dns, t_net_dns_limit, t_net_bad_host_frames, t_net_disconnect_resets,
+             t_net_exec_not_stalled, t_net_dns_expiry]
+
+
 TESTS = [
     t_hello, t_ping, t_echo, t_exit_code, t_killed, t_stdout_10mib, t_stderr_separate,
     t_both_streams_big, t_stdin_sha256, t_stdin_cat_roundtrip, t_stdin_devnull, t_timeout,
@@ -954,8 +1752,7 @@ TESTS = [
     t_many_args, t_concurrent, t_credit, t_orphans_reaped, t_disconnect_kills,
     t_bad_stream_frames, t_stdin_over_credit, t_bad_exec_start, t_bad_control_frames,
     t_late_frames_ignored, t_garbage_header, t_oversize, t_random_garbage, t_backpressure,
-    t_ping_flood, t_no_fd_leak, t_listen_mode, t_shutdown,
-]
+    t_ping_flood] + NET_TESTS + [t_no_fd_leak, t_listen_mode, t_shutdown]
 
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehavior")
 
@@ -970,7 +1767,7 @@ def main():
     binary = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "./sandbox-agent")
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="sbx-agent-test-") as tmp:
-        ag = Agent(binary, tmp)
+        ag = Agent(binary, tmp, net_ports=tuple(free_ports(2)))
         try:
             ag.connect()
             for t in TESTS:

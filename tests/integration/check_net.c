@@ -66,14 +66,12 @@ struct netsb {
 	struct events ev;
 };
 
-static void netsb_create(struct netsb *n, const char *const *allow_net)
+static void netsb_create_with(struct netsb *n, sandbox_options_t *given)
 {
 	memset(n, 0, sizeof *n);
 	pthread_mutex_init(&n->ev.lock, NULL);
-	sandbox_options_t o;
-	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
+	sandbox_options_t o = *given;
 	o.state_dir = vt_state_dir();
-	o.allow_net = allow_net;
 	static const char *dns[] = {TESTNET_DNS4, NULL};
 	o.dns_servers = dns;
 	o.audit_cb = collect_event;
@@ -84,6 +82,14 @@ static void netsb_create(struct netsb *n, const char *const *allow_net)
 	int rc = sandbox_create(&n->sb, &o, 0);
 	ck_assert_msg(rc == 0, "sandbox_create: %s: %s", sandbox_strerror(rc),
 		      sandbox_last_error());
+}
+
+static void netsb_create(struct netsb *n, const char *const *allow_net)
+{
+	sandbox_options_t o;
+	sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
+	o.allow_net = allow_net;
+	netsb_create_with(n, &o);
 }
 
 static void netsb_free(struct netsb *n)
@@ -368,6 +374,335 @@ START_TEST(bulk_concurrency_and_memory_bound)
 }
 END_TEST
 
+/* ------------------------------------------------------------ secrets */
+
+static char g_value[64];     /* API_KEY's real value, fresh per run */
+static char g_body_value[64]; /* BODY_KEY's */
+
+static void make_values(void)
+{
+	unsigned char r[12];
+	FILE *f = fopen("/dev/urandom", "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fread(r, 1, sizeof r, f), sizeof r);
+	fclose(f);
+	snprintf(g_value, sizeof g_value, "sk-live-");
+	for (size_t i = 0; i < sizeof r; i++)
+		sprintf(g_value + strlen(g_value), "%02x", r[i]);
+	snprintf(g_body_value, sizeof g_body_value, "body-%s", g_value + 8);
+}
+
+static void secrets_options(sandbox_options_t *o, sandbox_secret_t *sec)
+{
+	static const char *api_hosts[] = {"api.example.test", "*.files.example.test", NULL};
+	static const char *body_hosts[] = {"api.example.test", NULL};
+	make_values();
+	sec[0] = (sandbox_secret_t){"API_KEY", g_value, api_hosts, 0};
+	sec[1] = (sandbox_secret_t){"BODY_KEY", g_body_value, body_hosts,
+				    SANDBOX_SECRET_SUBSTITUTE_BODY};
+	sandbox_options_init(o, SANDBOX_OPTIONS_VERSION);
+	o->secrets = sec;
+	o->secrets_count = 2;
+	o->tls_ca_file = TESTNET_CA;
+}
+
+/* The test servers' access log after mark: does a request line contain
+ * every fragment? */
+static int access_has(long mark, const char *a, const char *b)
+{
+	FILE *f = fopen(TESTNET_ACCESS_LOG, "r");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, mark, SEEK_SET);
+	static char line[65536];
+	int found = 0;
+	while (!found && fgets(line, sizeof line, f))
+		found = strstr(line, a) && (!b || strstr(line, b));
+	fclose(f);
+	return found;
+}
+
+static void b64(const char *in, char *out)
+{
+	EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)strlen(in));
+}
+
+static void sha256_str(const char *s, char out[65])
+{
+	unsigned char md[32];
+	EVP_Digest(s, strlen(s), md, NULL, EVP_sha256(), NULL);
+	for (int i = 0; i < 32; i++)
+		sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+#define SCURL "curl -sS --fail-with-body --max-time 60 "
+
+START_TEST(secrets_substituted_only_where_approved)
+{
+	sandbox_secret_t sec[2];
+	sandbox_options_t o;
+	secrets_options(&o, sec);
+	struct netsb n;
+	netsb_create_with(&n, &o);
+	sandbox_t *sb = n.sb;
+	/* the guest has a placeholder, never the value */
+	char *out;
+	ck_assert_int_eq(sh(sb, "echo $API_KEY; env; cat /proc/1/environ 2>/dev/null", &out), 0);
+	ck_assert_ptr_nonnull(strstr(out, "SBX_PH_API_KEY_"));
+	ck_assert_ptr_null(strstr(out, g_value));
+	free(out);
+	long mark = tn_log_mark(TESTNET_ACCESS_LOG);
+	/* approved host: query, header and Basic all substituted; what comes
+	 * back shows the placeholder (echo protection), never the value */
+	ck_assert_int_eq(sh(sb,
+			    SCURL "\"https://api.example.test/echo?k=$API_KEY\" -H \"X-Key: "
+				  "$API_KEY\" -u \"user:$API_KEY\"",
+			    &out),
+			 0);
+	ck_assert_msg(strstr(out, "SBX_PH_API_KEY_") && !strstr(out, g_value), "%s", out);
+	free(out);
+	char basic[256], userpass[128];
+	snprintf(userpass, sizeof userpass, "user:%s", g_value);
+	b64(userpass, basic);
+	char q[128], hk[128];
+	snprintf(q, sizeof q, "/echo?k=%s", g_value);
+	snprintf(hk, sizeof hk, "[\"X-Key\", \"%s\"]", g_value);
+	ck_assert_msg(access_has(mark, q, hk), "query/header not substituted upstream");
+	ck_assert_msg(access_has(mark, basic, NULL), "Basic credentials not substituted");
+	/* the second host pattern of the same secret */
+	expect_ok(sb, SCURL "https://x.files.example.test/echo -H \"X-Files: $API_KEY\"", NULL);
+	snprintf(hk, sizeof hk, "[\"X-Files\", \"%s\"]", g_value);
+	ck_assert_msg(access_has(mark, hk, NULL), "not substituted for *.files.example.test");
+	/* another host: the placeholder goes out unchanged, and is audited */
+	expect_ok(sb, SCURL "\"http://other.test/echo?m=$API_KEY\" -H \"X-Other: $API_KEY\"",
+		  NULL);
+	ck_assert_msg(access_has(mark, "/echo?m=SBX_PH_API_KEY_", "\"X-Other\", \"SBX_PH_API_KEY_"),
+		      "placeholder not left as is for other.test");
+	ck_assert_msg(!access_has(mark, "other.test", g_value), "value sent to other.test");
+	ck_assert(has_event(&n.ev, "\"secret.misdirected\"", "\"API_KEY\"", "other.test"));
+	ck_assert(has_event(&n.ev, "\"http.request\"", "\"secrets\":[\"API_KEY\"]",
+			    "api.example.test"));
+	/* python urllib and Node's fetch (TLS 1.3), curl held to TLS 1.2 */
+	expect_ok(sb,
+		  "python3 -c 'import os, urllib.request as u; r = u.Request("
+		  "\"https://api.example.test/echo\", headers={\"X-Py\": os.environ[\"API_KEY\"]}); "
+		  "print(u.urlopen(r, timeout=60).status)'",
+		  "200");
+	snprintf(hk, sizeof hk, "[\"X-Py\", \"%s\"]", g_value);
+	ck_assert_msg(access_has(mark, hk, NULL), "python's request not substituted");
+	expect_ok(sb,
+		  "node -e 'fetch(\"https://api.example.test/echo\", {headers: {\"X-Node\": "
+		  "process.env.API_KEY}}).then(r => console.log(\"status\", r.status))' && "
+		  "node -e 'const s = require(\"tls\").connect(443, \"api.example.test\", "
+		  "{servername: \"api.example.test\"}, () => { console.log(s.getProtocol()); "
+		  "s.end(); })'",
+		  "TLSv1.3");
+	snprintf(hk, sizeof hk, "[\"X-Node\", \"%s\"]", g_value);
+	ck_assert_msg(access_has(mark, hk, NULL), "node's request not substituted");
+	expect_ok(sb, "curl -sS -v --tls-max 1.2 https://api.example.test/echo 2>&1",
+		  "SSL connection using TLSv1.2");
+	/* the echo of an Authorization header comes back as the placeholder */
+	ck_assert_int_eq(
+	    sh(sb, SCURL "-H \"Authorization: Bearer $API_KEY\" https://api.example.test/headers-echo",
+	       &out),
+	    0);
+	ck_assert_msg(strstr(out, "Bearer SBX_PH_API_KEY_") && !strstr(out, g_value), "%s", out);
+	free(out);
+	ck_assert_int_eq(sh(sb, SCURL "-u \"user:$API_KEY\" https://api.example.test/headers-echo",
+			    &out),
+			 0);
+	ck_assert_msg(!strstr(out, basic), "the guest got base64 of the value: %s", out);
+	free(out);
+	netsb_free(&n);
+}
+END_TEST
+
+START_TEST(secrets_bodies_and_bulk)
+{
+	sandbox_secret_t sec[2];
+	sandbox_options_t o;
+	secrets_options(&o, sec);
+	struct netsb n;
+	netsb_create_with(&n, &o);
+	sandbox_t *sb = n.sb;
+	/* body substitution (opted in) with the length fixed up */
+	char body[160], want[65];
+	snprintf(body, sizeof body, "token=%s&x=1", g_body_value);
+	sha256_str(body, want);
+	expect_ok(sb,
+		  "printf 'token=%s&x=1' \"$BODY_KEY\" | " SCURL
+		  "--data-binary @- https://api.example.test/sha256",
+		  want);
+	/* a 150 KB POST and a 100 MiB download, intact through interception */
+	expect_ok(sb,
+		  "head -c 150000 /dev/urandom > /tmp/b && s=$(sha256sum < /tmp/b | cut -c1-64) && "
+		  SCURL "--data-binary @/tmp/b https://api.example.test/sha256 | grep -q \"$s\" && "
+		  "echo same",
+		  "same");
+	char sha[65];
+	pattern_sha256(100u << 20, sha);
+	expect_ok(sb, "curl -sS --max-time 600 https://api.example.test/bytes/104857600 | sha256sum",
+		  sha);
+	/* upstream certificates that must not pass */
+	expect_fail(sb, SCURL "https://expired.example.test/echo", NULL);
+	expect_fail(sb, SCURL "https://selfsigned.example.test/echo", NULL);
+	expect_fail(sb, SCURL "https://wrongname.example.test/echo", NULL);
+	ck_assert(has_event(&n.ev, "\"tls.error\"", "expired.example.test", "upstream"));
+	/* a guest clock an hour behind still accepts the minted certificate */
+	expect_ok(sb, "date -s @$(( $(date +%s) - 3600 )) >/dev/null && " SCURL
+		      "https://api.example.test/echo",
+		  "\"path\"");
+	netsb_free(&n);
+}
+END_TEST
+
+START_TEST(secrets_block_and_passthrough)
+{
+	sandbox_secret_t sec[2];
+	sandbox_options_t o;
+	secrets_options(&o, sec);
+	o.net_flags = SANDBOX_NET_BLOCK_MISDIRECTED;
+	const char *pass[] = {"a.example.test", NULL};
+	o.tls_passthrough = pass;
+	struct netsb n;
+	netsb_create_with(&n, &o);
+	sandbox_t *sb = n.sb;
+	long mark = tn_log_mark(TESTNET_ACCESS_LOG);
+	expect_fail(sb, SCURL "http://other.test/echo -H \"X-Key: $API_KEY\"", "API_KEY");
+	ck_assert_msg(!access_has(mark, "SBX_PH_API_KEY_", NULL),
+		      "a blocked misdirected request reached the server");
+	expect_ok(sb, SCURL "https://api.example.test/echo -H \"X-Key: $API_KEY\"", NULL);
+	/* passthrough: the guest sees the server's own certificate */
+	char *out;
+	const char *argv[] = {"/bin/sh", "-c", "cat > /tmp/testca.pem", NULL};
+	sandbox_exec_options_t eo;
+	sandbox_exec_options_init(&eo, SANDBOX_EXEC_OPTIONS_VERSION);
+	FILE *f = fopen(TESTNET_CA, "r");
+	static char pem[8192];
+	size_t pl = fread(pem, 1, sizeof pem, f);
+	fclose(f);
+	eo.stdin_data = pem;
+	eo.stdin_len = pl;
+	sandbox_result_t *r = NULL;
+	ck_assert_int_eq(sandbox_exec(sb, argv, &eo, &r, 0), 0);
+	sandbox_result_free(r);
+	ck_assert_int_eq(sh(sb,
+			    "curl -sS -v --cacert /tmp/testca.pem https://a.example.test/echo 2>&1",
+			    &out),
+			 0);
+	ck_assert_msg(strstr(out, "libsandbox testnet CA"), "not the server's certificate: %s",
+		      out);
+	free(out);
+	netsb_free(&n);
+}
+END_TEST
+
+/* Search a process's memory (guest RAM is in QEMU's) for a string. */
+static int process_memory_has(int pid, const char *needle)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/maps", pid);
+	FILE *maps = fopen(path, "r");
+	snprintf(path, sizeof path, "/proc/%d/mem", pid);
+	FILE *mem = fopen(path, "rb");
+	ck_assert_ptr_nonnull(maps);
+	ck_assert_ptr_nonnull(mem);
+	size_t nl = strlen(needle), chunk = 1 << 20;
+	char *buf = malloc(chunk + nl);
+	char line[512];
+	int found = 0;
+	long scanned = 0;
+	while (!found && fgets(line, sizeof line, maps)) {
+		unsigned long lo, hi;
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r')
+			continue;
+		for (unsigned long a = lo; a < hi && !found; a += chunk) {
+			size_t want = hi - a < chunk + nl ? hi - a : chunk + nl;
+			if (fseek(mem, (long)a, SEEK_SET) != 0)
+				break;
+			size_t got = fread(buf, 1, want, mem);
+			clearerr(mem);
+			scanned += (long)got;
+			for (size_t i = 0; got >= nl && i + nl <= got && !found; i++)
+				found = buf[i] == needle[0] && !memcmp(buf + i, needle, nl);
+		}
+	}
+	free(buf);
+	fclose(maps);
+	fclose(mem);
+	ck_assert_msg(scanned > 256L << 20, "only %ld bytes of QEMU memory were readable",
+		      scanned);
+	return found;
+}
+
+static int file_has(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return 0;
+	size_t nl = strlen(needle), chunk = 1 << 20;
+	char *buf = malloc(chunk + nl);
+	size_t keep = 0;
+	int found = 0;
+	size_t got;
+	while (!found && (got = fread(buf + keep, 1, chunk, f)) > 0) {
+		size_t have = keep + got;
+		for (size_t i = 0; i + nl <= have && !found; i++)
+			found = buf[i] == needle[0] && !memcmp(buf + i, needle, nl);
+		keep = have < nl ? have : nl - 1;
+		memmove(buf, buf + have - keep, keep);
+	}
+	free(buf);
+	fclose(f);
+	return found;
+}
+
+START_TEST(secret_value_never_in_the_guest)
+{
+	sandbox_secret_t sec[2];
+	sandbox_options_t o;
+	secrets_options(&o, sec);
+	struct netsb n;
+	netsb_create_with(&n, &o);
+	sandbox_t *sb = n.sb;
+	/* use the secret in every way the tests know, then look for it */
+	expect_ok(sb,
+		  SCURL "-u \"u:$API_KEY\" \"https://api.example.test/echo?k=$API_KEY\" "
+		  "-H \"X-Key: $API_KEY\" > /root/out.json && " SCURL
+		  "-H \"Authorization: Bearer $API_KEY\" https://api.example.test/headers-echo "
+		  ">> /root/out.json && printf 'x=%s' \"$BODY_KEY\" | " SCURL
+		  "--data-binary @- https://api.example.test/echo >> /root/out.json && sync && "
+		  "grep -c SBX_PH_ /root/out.json",
+		  NULL);
+	/* the guest's own view of its files: nothing (the search pattern is
+	 * the value with its halves swapped, so the command line itself
+	 * never holds it) */
+	char cmd[512];
+	size_t h = strlen(g_value) / 2;
+	snprintf(cmd, sizeof cmd,
+		 "v=%s%.*s; grep -rlsF --exclude-dir=proc --exclude-dir=sys \"$v\" / ; echo done",
+		 g_value + h, (int)h, g_value);
+	char *out;
+	ck_assert_int_eq(sh(sb, cmd, &out), 0);
+	/* the command printed no file path, only "done" */
+	ck_assert_msg(!strncmp(out, "done", 4), "files in the guest hold the value: %s", out);
+	free(out);
+	/* guest memory (QEMU's) and the guest's disk overlay, from the host */
+	int pid = vt_qemu_pid(sandbox_id(sb));
+	ck_assert_int_gt(pid, 0);
+	ck_assert_msg(!process_memory_has(pid, g_value), "the value is in guest memory");
+	ck_assert_msg(!process_memory_has(pid, g_body_value), "the body value is in guest memory");
+	char overlay[512];
+	snprintf(overlay, sizeof overlay, "%s/sandboxes/%s/disk.qcow2", vt_state_dir(),
+		 sandbox_id(sb));
+	ck_assert_msg(access(overlay, R_OK) == 0, "no overlay at %s", overlay);
+	ck_assert_msg(!file_has(overlay, g_value), "the value is on the guest's disk");
+	/* and the placeholder is there (the scan can find what it looks for) */
+	ck_assert_msg(file_has(overlay, "SBX_PH_API_KEY_"), "the scan found nothing at all");
+	netsb_free(&n);
+}
+END_TEST
+
 static Suite *net_suite(void)
 {
 	Suite *s = suite_create("net");
@@ -381,6 +716,13 @@ static Suite *net_suite(void)
 	tcase_add_test(t, empty_list_and_live_update);
 	tcase_add_test(t, bulk_concurrency_and_memory_bound);
 	suite_add_tcase(s, t);
+	TCase *sc = tcase_create("secrets");
+	tcase_set_timeout(sc, 900);
+	tcase_add_test(sc, secrets_substituted_only_where_approved);
+	tcase_add_test(sc, secrets_bodies_and_bulk);
+	tcase_add_test(sc, secrets_block_and_passthrough);
+	tcase_add_test(sc, secret_value_never_in_the_guest);
+	suite_add_tcase(s, sc);
 	return s;
 }
 

@@ -358,6 +358,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "client_addr": info.peer[0], "client_port": info.peer[1],
             "tls": info.tls, "sni": info.sni, "method": self.command, "target": self.path,
             "host": self.headers.get("Host") if self.headers else None,
+            # every header as received: the secrets tests check on this
+            # side what the proxy substituted (the guest sees placeholders)
+            "headers": [[k, v] for k, v in self.headers.items()] if self.headers else [],
             "status": self.sbx_status, "body_in": self.sbx_in, "body_out": self.sbx_out,
             "duration": round(time.time() - self.sbx_started, 3)}))
 
