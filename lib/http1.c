@@ -103,6 +103,8 @@ struct sbx_http_conn {
 	int64_t rq_start;
 	struct sbx_bytes deferred; /* local response waiting for earlier responses */
 
+	char up_failed[200]; /* upstream unusable: every request gets a 502 */
+
 	/* response side */
 	int rs_started; /* head of the front request's response sent */
 	int rs_status;
@@ -736,6 +738,12 @@ static int rq_headers_done(struct sbx_http_conn *c, const char *target, const ch
 	if (rq_check_shape(c, target) || rq_decide(c, target, host) ||
 	    rq_body_mode(c, &mode, &reframe))
 		return -1;
+	if (c->up_failed[0]) {
+		char why[240];
+		snprintf(why, sizeof why, "upstream error: %s", c->up_failed);
+		refuse_request(c, 502, why);
+		return -1;
+	}
 	int http11 = c->rq.p.http_major == 1 && c->rq.p.http_minor >= 1;
 	struct body_out *o = &c->rq.out;
 	body_begin(o, mode, &c->to_up, http11 ? OVERFLOW_CHUNK : OVERFLOW_FAIL);
@@ -1322,6 +1330,19 @@ void sbx_http_response_eof(struct sbx_http_conn *c)
 	if (c->q_n)
 		rs_fail(c, "upstream closed the connection before the response was complete");
 	c->flags |= SBX_HTTP_CLOSE_GUEST | SBX_HTTP_CLOSE_UPSTREAM;
+}
+
+void sbx_http_upstream_failed(struct sbx_http_conn *c, const char *why)
+{
+	snprintf(c->up_failed, sizeof c->up_failed, "%s", why && *why ? why : "unavailable");
+	sbx_bytes_consume(&c->to_up, c->to_up.len);
+	if (c->passthrough) {
+		c->flags |= SBX_HTTP_CLOSE_GUEST | SBX_HTTP_CLOSE_UPSTREAM;
+		return;
+	}
+	if (c->q_n) /* answered requests first get their 502 */
+		rs_fail(c, c->up_failed);
+	/* otherwise the next request gets it (rq_headers_done) */
 }
 
 size_t sbx_http_peek_upstream(struct sbx_http_conn *c, const unsigned char **p)

@@ -167,34 +167,44 @@ static void serve(int cfd, int up_port, struct sbx_tlsca *ca, SSL_CTX *uctx,
 		exit(1);
 	}
 	sbx_tlsio_handshake(u.io); /* ClientHello out */
-	int reported = 0;
+	int up_dead = 0;	   /* upstream failed: the guest side finishes alone */
 	for (;;) {
 		int moved = 0, r;
-		if ((r = move_cipher(&g)) < 0 || (moved |= r, (r = move_cipher(&u)) < 0))
+		if ((r = move_cipher(&g)) < 0)
 			break;
 		moved |= r;
+		if (!up_dead && (r = move_cipher(&u)) < 0) {
+			up_dead = 1;
+			sbx_http_upstream_failed(c, "connection to upstream lost");
+		}
+		moved |= r > 0;
 		if ((r = plain_in(&g, c, 1)) < 0 && !g.in_len && !g.plain_len)
 			break;
 		moved |= r > 0;
-		r = plain_in(&u, c, 0);
+		r = up_dead ? 0 : plain_in(&u, c, 0);
 		if (r < 0 && !u.in_len && !u.plain_len && u.eof == 1) {
 			sbx_http_response_eof(c);
 			u.eof = 2;
 		}
 		moved |= r > 0;
-		moved |= plain_out(&u, c, 1) | plain_out(&g, c, 0);
-		if (*sbx_tlsio_error(u.io) && !reported++)
+		moved |= (up_dead ? 0 : plain_out(&u, c, 1)) | plain_out(&g, c, 0);
+		if (*sbx_tlsio_error(u.io) && !up_dead) {
+			up_dead = 1;
 			fprintf(stderr, "relay: upstream: %s\n", sbx_tlsio_error(u.io));
+			/* the guest gets a 502 with the reason */
+			sbx_http_upstream_failed(c, sbx_tlsio_error(u.io));
+			moved = 1;
+		}
 		const unsigned char *p;
 		if ((sbx_http_flags(c) & SBX_HTTP_CLOSE_GUEST) && !sbx_http_peek_guest(c, &p) &&
 		    !sbx_tlsio_net_pending(g.io))
 			break;
-		if (*sbx_tlsio_error(u.io) || (g.eof && !g.in_len))
+		if (g.eof && !g.in_len)
 			break;
 		if (moved)
 			continue;
 		struct pollfd pf[2] = {{g.fd, g.in_len || g.eof ? 0 : POLLIN, 0},
-				       {u.fd, u.in_len || u.eof ? 0 : POLLIN, 0}};
+				       {u.fd, u.in_len || u.eof || up_dead ? 0 : POLLIN, 0}};
 		if (poll(pf, 2, 10000) <= 0)
 			break;
 		if (pf[0].revents)
