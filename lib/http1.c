@@ -103,6 +103,8 @@ struct sbx_http_conn {
 	int64_t rq_start;
 	struct sbx_bytes deferred; /* local response waiting for earlier responses */
 
+	char up_failed[200]; /* upstream unusable: every request gets a 502 */
+
 	/* response side */
 	int rs_started; /* head of the front request's response sent */
 	int rs_status;
@@ -584,7 +586,7 @@ static int is_framing_header(const char *name, size_t n)
 /* Request line and headers with substitutions into out (without the
  * final CRLF). drop_framing: leave out Content-Length/Transfer-Encoding. */
 static int rq_build_head(struct sbx_http_conn *c, const char *target, int drop_framing,
-			 int drop_expect, struct sbx_bytes *out)
+			 struct sbx_bytes *out)
 {
 	struct head *h = &c->rq.h;
 	int rc = sbx_bytes_printf(out, "%s ", c->rq_method);
@@ -596,8 +598,7 @@ static int rq_build_head(struct sbx_http_conn *c, const char *target, int drop_f
 	for (size_t i = 0; i < h->nh && rc == 0; i++) {
 		const char *name = hname(h, i), *val = hvalue(h, i);
 		size_t nl = h->h[i].nl, vl = h->h[i].vl;
-		if ((drop_framing && is_framing_header(name, nl)) ||
-		    (drop_expect && ieq(name, nl, "Expect")))
+		if (drop_framing && is_framing_header(name, nl))
 			continue;
 		char where[96];
 		snprintf(where, sizeof where, "header:%.*s", (int)(nl < 64 ? nl : 64), name);
@@ -638,18 +639,16 @@ static int has_token(const char *v, size_t n, const char *token)
 	return 0;
 }
 
-/* Decide, substitute, choose body framing, queue the head. */
-static int rq_headers_done(struct sbx_http_conn *c, const char *target, const char *host)
+/* Shapes refused before any policy: the request goes to the connection's
+ * own destination, so an absolute URL or a second Host header could make
+ * the upstream server see another host than the one the policy saw. */
+static int rq_check_shape(struct sbx_http_conn *c, const char *target)
 {
-	http_parser *p = &c->rq.p;
 	struct head *h = &c->rq.h;
-	if (p->method == HTTP_CONNECT) {
+	if (c->rq.p.method == HTTP_CONNECT) {
 		refuse_request(c, 405, "CONNECT is not supported inside an intercepted connection");
 		return -1;
 	}
-	/* The request goes to the connection's own destination: an absolute
-	 * URL or a second Host header could make the upstream server see a
-	 * different host than the one the policy was decided for. */
 	if (target[0] != '/' && strcmp(target, "*") != 0) {
 		refuse_request(c, 400, "only origin-form request targets (\"/path\") are accepted");
 		return -1;
@@ -661,6 +660,14 @@ static int rq_headers_done(struct sbx_http_conn *c, const char *target, const ch
 		refuse_request(c, 400, "more than one Host header");
 		return -1;
 	}
+	return 0;
+}
+
+/* Ask the caller; sets rq_allowed. -1: blocked (answered already). */
+static int rq_decide(struct sbx_http_conn *c, const char *target, const char *host)
+{
+	http_parser *p = &c->rq.p;
+	struct head *h = &c->rq.h;
 	struct sbx_http_header hdrs[SBX_HTTP_MAX_HEADERS];
 	for (size_t i = 0; i < h->nh; i++)
 		hdrs[i] =
@@ -677,37 +684,72 @@ static int rq_headers_done(struct sbx_http_conn *c, const char *target, const ch
 	}
 	uint64_t valid = c->cfg.n_secrets == 64 ? ~0ULL : (1ULL << c->cfg.n_secrets) - 1;
 	c->rq_allowed = d.secrets & valid;
+	return 0;
+}
 
+/* Body framing toward upstream (doc/tls-interception.md's table). Sets
+ * *reframe when the length may change. -1: refused (413, answered). */
+static int rq_body_mode(struct sbx_http_conn *c, enum body_mode *mode, int *reframe)
+{
+	http_parser *p = &c->rq.p;
 	uint64_t body_secrets = 0;
 	for (size_t i = 0; i < c->cfg.n_secrets; i++)
 		if (c->cfg.secrets[i].in_body)
 			body_secrets |= 1ULL << i;
 	int chunked = (p->flags & F_CHUNKED) != 0;
 	int has_len = !chunked && p->content_length > 0 && p->content_length != ULLONG_MAX;
-	int http11 = p->http_major == 1 && p->http_minor >= 1;
 	size_t el = 0;
-	const char *expect = head_find(h, "Expect", &el);
+	const char *expect = head_find(&c->rq.h, "Expect", &el);
 	int expect100 = expect && has_token(expect, el, "100-continue");
-	int reframe = has_len && (c->rq_allowed & body_secrets);
-	enum body_mode mode = chunked ? BODY_CHUNKED : BODY_RAW;
-	if (reframe) {
-		if (expect100 || p->content_length > SBX_HTTP_REFRAME_MAX)
-			mode = BODY_CHUNKED;
-		else
-			mode = BODY_BUFFER;
-		if (mode == BODY_CHUNKED && !http11) {
-			refuse_request(c, 413,
-				       "an HTTP/1.0 request body this large cannot carry a secret "
-				       "(substitution would change its length)");
-			return -1;
-		}
+	*reframe = has_len && (c->rq_allowed & body_secrets);
+	*mode = chunked ? BODY_CHUNKED : BODY_RAW;
+	if (!*reframe)
+		return 0;
+	/* with 100-continue the head must go now, so no buffering */
+	*mode = expect100 || p->content_length > SBX_HTTP_REFRAME_MAX ? BODY_CHUNKED : BODY_BUFFER;
+	if (*mode == BODY_CHUNKED && !(p->http_major == 1 && p->http_minor >= 1)) {
+		refuse_request(c, 413,
+			       "an HTTP/1.0 request body this large cannot carry a secret "
+			       "(substitution would change its length)");
+		return -1;
 	}
+	return 0;
+}
 
+static void rq_queue_pending(struct sbx_http_conn *c)
+{
+	http_parser *p = &c->rq.p;
+	struct pending *e = q_push(c);
+	snprintf(e->method, sizeof e->method, "%s", c->rq_method);
+	snprintf(e->path, sizeof e->path, "%s", c->rq_path);
+	e->is_head = p->method == HTTP_HEAD;
+	e->major = p->http_major;
+	e->minor = p->http_minor;
+	e->start_us = c->rq_start;
+	e->used = c->rq_used; /* head substitutions; body ones are added at the end */
+	c->rq_cur = e;
+}
+
+/* Check, decide, substitute, choose body framing, queue the head. */
+static int rq_headers_done(struct sbx_http_conn *c, const char *target, const char *host)
+{
+	enum body_mode mode;
+	int reframe;
+	if (rq_check_shape(c, target) || rq_decide(c, target, host) ||
+	    rq_body_mode(c, &mode, &reframe))
+		return -1;
+	if (c->up_failed[0]) {
+		char why[240];
+		snprintf(why, sizeof why, "upstream error: %s", c->up_failed);
+		refuse_request(c, 502, why);
+		return -1;
+	}
+	int http11 = c->rq.p.http_major == 1 && c->rq.p.http_minor >= 1;
 	struct body_out *o = &c->rq.out;
 	body_begin(o, mode, &c->to_up, http11 ? OVERFLOW_CHUNK : OVERFLOW_FAIL);
 	struct sbx_bytes *hb = mode == BODY_BUFFER ? &o->head : &c->to_up;
 	size_t mark = hb->len;
-	if (rq_build_head(c, target, reframe, 0, hb) != 0) {
+	if (rq_build_head(c, target, reframe, hb) != 0) {
 		refuse_request(c, 502, "out of memory");
 		return -1;
 	}
@@ -732,16 +774,7 @@ static int rq_headers_done(struct sbx_http_conn *c, const char *target, const ch
 		sbx_bytes_printf(hb, "Transfer-Encoding: chunked\r\n");
 	if (mode != BODY_BUFFER)
 		sbx_bytes_append(hb, "\r\n", 2);
-
-	struct pending *e = q_push(c);
-	snprintf(e->method, sizeof e->method, "%s", c->rq_method);
-	snprintf(e->path, sizeof e->path, "%s", c->rq_path);
-	e->is_head = p->method == HTTP_HEAD;
-	e->major = p->http_major;
-	e->minor = p->http_minor;
-	e->start_us = c->rq_start;
-	e->used = c->rq_used; /* head substitutions; body ones are added at the end */
-	c->rq_cur = e;
+	rq_queue_pending(c);
 	c->rq_ctx = CTX_BODY;
 	c->rq_where = "body";
 	c->rq.scan_on = c->cfg.n_secrets > 0;
@@ -1297,6 +1330,19 @@ void sbx_http_response_eof(struct sbx_http_conn *c)
 	if (c->q_n)
 		rs_fail(c, "upstream closed the connection before the response was complete");
 	c->flags |= SBX_HTTP_CLOSE_GUEST | SBX_HTTP_CLOSE_UPSTREAM;
+}
+
+void sbx_http_upstream_failed(struct sbx_http_conn *c, const char *why)
+{
+	snprintf(c->up_failed, sizeof c->up_failed, "%s", why && *why ? why : "unavailable");
+	sbx_bytes_consume(&c->to_up, c->to_up.len);
+	if (c->passthrough) {
+		c->flags |= SBX_HTTP_CLOSE_GUEST | SBX_HTTP_CLOSE_UPSTREAM;
+		return;
+	}
+	if (c->q_n) /* answered requests first get their 502 */
+		rs_fail(c, c->up_failed);
+	/* otherwise the next request gets it (rq_headers_done) */
 }
 
 size_t sbx_http_peek_upstream(struct sbx_http_conn *c, const unsigned char **p)

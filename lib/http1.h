@@ -143,6 +143,13 @@ size_t sbx_http_feed_response(struct sbx_http_conn *c, const void *data, size_t 
 void sbx_http_request_eof(struct sbx_http_conn *c);
 void sbx_http_response_eof(struct sbx_http_conn *c);
 
+/* The upstream connection failed (e.g. certificate verification; why is
+ * shown to the guest, so give sbx_tls_describe_error()'s text, never
+ * data). The request waiting for an answer, or else the next request the
+ * guest sends, gets a 502 with that reason (an audited http.request), then
+ * both sides close. Queued upstream output is dropped. */
+void sbx_http_upstream_failed(struct sbx_http_conn *c, const char *why);
+
 size_t sbx_http_peek_upstream(struct sbx_http_conn *c, const unsigned char **p);
 void sbx_http_consume_upstream(struct sbx_http_conn *c, size_t n);
 size_t sbx_http_peek_guest(struct sbx_http_conn *c, const unsigned char **p);

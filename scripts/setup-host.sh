@@ -14,7 +14,7 @@ PACKAGES=(
 	# guest image recipe
 	mmdebstrap busybox-static e2fsprogs cpio xz-utils kmod
 	# tests and benchmarks
-	valgrind python3 openssl dnsutils iproute2 procps curl
+	valgrind python3 openssl dnsutils iproute2 procps curl nodejs bc util-linux
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -734,6 +734,34 @@ START_TEST(upstream_eof_before_response_gives_502)
 }
 END_TEST
 
+START_TEST(upstream_failure_answers_502_with_reason)
+{
+	/* before the guest sent anything: its first request gets the 502 */
+	struct harness h;
+	harness_init(&h, 1, 0);
+	sbx_http_upstream_failed(h.c,
+				 "upstream certificate verify failed: certificate has expired");
+	feed_s(&h, 1, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 100);
+	char *g = str(&h.guest);
+	ck_assert_msg(strncmp(g, "HTTP/1.1 502 Bad Gateway\r\n", 26) == 0, "%s", g);
+	ck_assert_ptr_nonnull(strstr(g, "certificate has expired"));
+	ck_assert_uint_eq(h.up.len, 0);
+	ck_assert_ptr_nonnull(strstr(str(&h.log), "/x 502"));
+	ck_assert(sbx_http_flags(h.c) & SBX_HTTP_CLOSE_GUEST);
+	harness_free(&h);
+
+	/* with a request waiting for its answer */
+	harness_init(&h, 1, 0);
+	feed_s(&h, 1, "GET /y HTTP/1.1\r\nHost: a\r\n\r\n", 100);
+	sbx_http_upstream_failed(h.c, "connection refused");
+	drain(&h);
+	ck_assert_ptr_nonnull(strstr(str(&h.guest), "502 Bad Gateway"));
+	ck_assert_ptr_nonnull(strstr(str(&h.guest), "connection refused"));
+	ck_assert_ptr_nonnull(strstr(str(&h.log), "/y 502"));
+	harness_free(&h);
+}
+END_TEST
+
 /* 200 MiB each way through one connection: memory stays bounded. */
 START_TEST(large_bodies_stream_in_bounded_memory)
 {
@@ -818,6 +846,7 @@ static Suite *http_suite(void)
 	tcase_add_test(t, refused_upgrade_continues_as_http);
 	tcase_add_test(t, oversized_head_gets_431_and_garbage_400);
 	tcase_add_test(t, upstream_eof_before_response_gives_502);
+	tcase_add_test(t, upstream_failure_answers_502_with_reason);
 	tcase_add_test(t, large_bodies_stream_in_bounded_memory);
 	suite_add_tcase(s, t);
 	return s;
