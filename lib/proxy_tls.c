@@ -382,9 +382,16 @@ static int take_guest(struct px_icpt *ic, struct px_iter_grant *g)
 	int progress = 0;
 	pthread_mutex_lock(&px->lock);
 	size_t have = c->ulen - c->uoff;
+	if (!ic->gtls && ic->req_off == ic->req_len)
+		ic->req_off = ic->req_len = 0;
 	if (have) {
+		/* HTTP: staged, and fed outside the lock (the decision callback
+		 * takes it) */
+		size_t room = sizeof ic->req - ic->req_len;
 		size_t n = ic->gtls ? sbx_tlsio_net_in(ic->gtls, c->ubuf + c->uoff, have)
-				    : sbx_http_feed_request(ic->http, c->ubuf + c->uoff, have);
+				    : (have < room ? have : room);
+		if (!ic->gtls)
+			memcpy(ic->req + ic->req_len, c->ubuf + c->uoff, n), ic->req_len += n;
 		c->uoff += n;
 		c->bytes_up += n;
 		c->grant += (uint32_t)n;
@@ -400,7 +407,13 @@ static int take_guest(struct px_icpt *ic, struct px_iter_grant *g)
 	}
 	int eof = c->guest_eof && c->ulen == 0;
 	pthread_mutex_unlock(&px->lock);
-	if (eof && !ic->gtls && !ic->guest_eof_fed) {
+	if (!ic->gtls && ic->req_off < ic->req_len) {
+		size_t n = sbx_http_feed_request(ic->http, ic->req + ic->req_off,
+						 ic->req_len - ic->req_off);
+		ic->req_off += n;
+		progress |= n > 0;
+	}
+	if (eof && !ic->gtls && !ic->guest_eof_fed && ic->req_off == ic->req_len) {
 		sbx_http_request_eof(ic->http);
 		ic->guest_eof_fed = 1;
 		progress = 1;
@@ -551,10 +564,14 @@ static int upstream_plain_to_http(struct px_icpt *ic)
 		} else if (r == SBX_TLSIO_EOF || r == SBX_TLSIO_ERR ||
 			   (ic->sock_eof && ic->sin_off == ic->sin_len)) {
 			if (r == SBX_TLSIO_ERR && !ic->up_failed) {
+				/* certificate or handshake failure: the guest gets a
+				 * 502 that says why (no data in the text) */
 				ic->up_failed = 1;
 				audit_tls_failure(ic, "upstream", sbx_tlsio_error(ic->utls));
+				sbx_http_upstream_failed(ic->http, sbx_tlsio_error(ic->utls));
+			} else {
+				sbx_http_response_eof(ic->http);
 			}
-			sbx_http_response_eof(ic->http);
 			ic->resp_eof_fed = 1;
 			return 1;
 		}
@@ -655,8 +672,9 @@ enum px_pump_result px_icpt_pump(struct sbx_proxy *px, struct px_conn *c, uint8_
 		return PUMP_ABORT;
 	if (fail == 2) { /* upstream broke: the HTTP side answers 502 if it can */
 		if (!ic->resp_eof_fed) {
-			sbx_http_response_eof(ic->http);
+			sbx_http_upstream_failed(ic->http, "the upstream connection failed");
 			ic->resp_eof_fed = 1;
+			fail = 0;
 			to_guest(ic, buf, &fail);
 		}
 		return guest_output_pending(ic) ? PUMP_OK : PUMP_CLOSE;
