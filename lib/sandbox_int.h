@@ -40,6 +40,8 @@ struct sandbox_proc {
 
 enum sbx_state { SBX_BOOTING, SBX_RUNNING, SBX_DEAD };
 
+struct sbx_xfer; /* a file stream, files.c */
+
 struct sandbox {
 	struct sandbox *rt_next;
 	struct sbx_runtime *rt;
@@ -70,6 +72,7 @@ struct sandbox {
 	char dead_reason[256];
 	uint32_t next_stream;
 	struct sandbox_proc *procs;
+	struct sbx_xfer *xfers; /* open file streams */
 	uint64_t ping_seq; /* last PING nonce sent */
 	uint64_t pong_seq; /* highest nonce answered */
 	int registered;	   /* in the runtime's live list */
@@ -113,5 +116,19 @@ void sbx_proc_on_exit_locked(struct sandbox_proc *p);
 void sbx_proc_free_locked(struct sandbox_proc *p);
 /* Fail every pending proc (sandbox died). */
 void sbx_procs_fail_locked(struct sandbox *sb);
+
+/* files.c */
+/* The 9p mount tag of volume i ("sbxvolN"). */
+void sbx_volume_tag(size_t i, char *out, size_t cap);
+/* After HELLO: have the agent mount every volume; fails create if any
+ * mount fails. */
+int sbx_files_mount_volumes(struct sandbox *sb, const sandbox_options_t *o);
+/* I/O thread, lock held: the file stream `stream`, or NULL. */
+struct sbx_xfer *sbx_xfer_find_locked(struct sandbox *sb, uint32_t stream);
+/* I/O thread, lock held: one frame for a file stream. 0, or -1 with a
+ * protocol violation described in why. */
+int sbx_files_on_frame_locked(struct sandbox *sb, struct sbx_xfer *x,
+			      const struct sbx_frame_hdr *h, const uint8_t *pl, char *why,
+			      size_t cap);
 
 #endif

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "session.h"
 #include "exec.h"
+#include "files.h"
 #include "log.h"
 #include "sysinit.h"
 
@@ -141,6 +142,8 @@ void session_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t 
 {
 	if (h->stream == 0)
 		control_frame(p, h, payload);
+	else if (files_owns(h))
+		files_frame(p, h, payload);
 	else
 		stream_frame(p, h, payload, now);
 }
@@ -150,11 +153,13 @@ void session_framing_error(struct port *p)
 	log_msg("malformed frame header from the host: dropping the connection");
 	port_send_error(p, 0, EPROTO, "malformed frame header: closing the connection");
 	exec_abort_all();
+	files_abort_all();
 	port_close_soon(p);
 }
 
 void session_lost(struct port *p, uint64_t now)
 {
 	exec_abort_all();
+	files_abort_all();
 	port_drop(p, now);
 }
