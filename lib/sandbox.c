@@ -385,7 +385,8 @@ static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct s
 	if ((rc = sbx_audit_open(&sb->audit, o, sb->id, sb->metadata, sb->metadata_count)))
 		return rc;
 	sb->audit_open = 1;
-	if ((rc = sbx_runtime_get(o->libvirt_uri, o->state_dir, &sb->rt)))
+	if ((rc = sbx_runtime_get(o->libvirt_uri, o->state_dir, &sb->rt)) ||
+	    (rc = sbx_volumes_check_access(sb->rt, o)))
 		return rc;
 	if ((rc = make_dir(sb)) || (rc = make_overlay(sb, img)))
 		return rc;

@@ -120,6 +120,9 @@ void sbx_procs_fail_locked(struct sandbox *sb);
 /* files.c */
 /* The 9p mount tag of volume i ("sbxvolN"). */
 void sbx_volume_tag(size_t i, char *out, size_t cap);
+/* Before the VM starts: QEMU's user can read (and for read-write
+ * volumes write) every volume's host directory. */
+int sbx_volumes_check_access(const struct sbx_runtime *rt, const sandbox_options_t *o);
 /* After HELLO: have the agent mount every volume; fails create if any
  * mount fails. */
 int sbx_files_mount_volumes(struct sandbox *sb, const sandbox_options_t *o);
