@@ -213,21 +213,59 @@ static int check_call(sandbox_t *sb, const char *path, unsigned int flags, unsig
 	return check_path(path, fn);
 }
 
-static void xfer_close(struct sbx_xfer *x)
+struct sbx_xfer *sbx_xfer_new_locked(struct sandbox *sb)
 {
+	struct sbx_xfer *x = calloc(1, sizeof *x);
 	if (!x)
-		return;
-	struct sandbox *sb = x->sb;
-	pthread_mutex_lock(&sb->lock);
+		return NULL;
+	x->sb = sb;
+	x->out_credit = SBX_PROTO_INITIAL_WINDOW;
+	x->in_credit = SBX_PROTO_INITIAL_WINDOW;
+	x->last_frame_ms = sbx_now_ms();
+	x->stream = ++sb->next_stream;
+	x->next = sb->xfers;
+	sb->xfers = x;
+	return x;
+}
+
+void sbx_xfer_free_locked(struct sandbox *sb, struct sbx_xfer *x)
+{
 	for (struct sbx_xfer **pp = &sb->xfers; *pp; pp = &(*pp)->next) {
 		if (*pp == x) {
 			*pp = x->next;
 			break;
 		}
 	}
-	pthread_mutex_unlock(&sb->lock);
 	free(x->ring);
 	free(x);
+}
+
+int sbx_xfer_pop_locked(struct sbx_xfer *x, uint8_t *type, uint8_t *buf, uint32_t *len)
+{
+	if (!x->used)
+		return 0;
+	uint8_t rh[REC_HDR];
+	ring_get(x, rh, REC_HDR);
+	*type = rh[0];
+	*len =
+	    (uint32_t)rh[1] | (uint32_t)rh[2] << 8 | (uint32_t)rh[3] << 16 | (uint32_t)rh[4] << 24;
+	ring_get(x, buf, *len);
+	return 1;
+}
+
+size_t sbx_xfer_queued_locked(const struct sbx_xfer *x)
+{
+	return x->used;
+}
+
+static void xfer_close(struct sbx_xfer *x)
+{
+	if (!x)
+		return;
+	struct sandbox *sb = x->sb;
+	pthread_mutex_lock(&sb->lock);
+	sbx_xfer_free_locked(sb, x);
+	pthread_mutex_unlock(&sb->lock);
 	sbx_sandbox_unref(sb);
 }
 
@@ -244,26 +282,20 @@ static int xfer_open(struct sandbox *sb, uint32_t op, uint32_t flags, uint32_t m
 				    .arg_len = arg ? (uint32_t)strlen(arg) : 0};
 	uint8_t frame[2 * SBX_FILE_PATH_MAX + 64];
 	size_t flen = sbx_file_op_encode(frame, sizeof frame, &m);
-	struct sbx_xfer *x = calloc(1, sizeof *x);
-	if (!x || !flen) {
-		free(x);
-		return sbx_fail(SANDBOX_E_NOMEM, "file stream");
-	}
-	x->sb = sb;
-	x->out_credit = SBX_PROTO_INITIAL_WINDOW;
-	x->in_credit = SBX_PROTO_INITIAL_WINDOW;
-	x->last_frame_ms = sbx_now_ms();
+	if (!flen)
+		return sbx_fail(SANDBOX_E_INVAL, "path too long");
 	pthread_mutex_lock(&sb->lock);
 	if (sb->state != SBX_RUNNING) {
 		int rc = sbx_fail(SANDBOX_E_DEAD, "sandbox %s is not running: %s", sb->id,
 				  sb->dead_reason[0] ? sb->dead_reason : "not ready");
 		pthread_mutex_unlock(&sb->lock);
-		free(x);
 		return rc;
 	}
-	x->stream = ++sb->next_stream;
-	x->next = sb->xfers;
-	sb->xfers = x;
+	struct sbx_xfer *x = sbx_xfer_new_locked(sb);
+	if (!x) {
+		pthread_mutex_unlock(&sb->lock);
+		return sbx_fail(SANDBOX_E_NOMEM, "file stream");
+	}
 	sbx_sandbox_ref(sb);
 	pthread_mutex_unlock(&sb->lock);
 	int rc = sbx_chan_send(sb, SBX_T_FILE_OP, x->stream, frame, flen);
@@ -304,8 +336,9 @@ static int wait_agent_locked(struct sbx_xfer *x, int want_credit)
 static int stalled(struct sbx_xfer *x)
 {
 	sbx_kill_internal(x->sb, "the agent stopped answering a file stream", 0);
-	return sbx_fail(SANDBOX_E_TIMEOUT, "the agent sent nothing on a file stream for %d s; "
-					   "sandbox %s killed",
+	return sbx_fail(SANDBOX_E_TIMEOUT,
+			"the agent sent nothing on a file stream for %d s; "
+			"sandbox %s killed",
 			STALL_MS / 1000, x->sb->id);
 }
 
@@ -330,12 +363,7 @@ static int xfer_next(struct sbx_xfer *x, uint8_t *type, uint8_t *buf, uint32_t *
 		pthread_mutex_unlock(&sb->lock);
 		return 0;
 	}
-	uint8_t rh[REC_HDR];
-	ring_get(x, rh, REC_HDR);
-	*type = rh[0];
-	*len = (uint32_t)rh[1] | (uint32_t)rh[2] << 8 | (uint32_t)rh[3] << 16 |
-	       (uint32_t)rh[4] << 24;
-	ring_get(x, buf, *len);
+	sbx_xfer_pop_locked(x, type, buf, len);
 	x->unacked += *len + SBX_FILE_FRAME_COST;
 	uint32_t ack = 0;
 	if (!x->ended && (x->unacked >= WINDOW_BATCH || !x->used)) {
@@ -380,8 +408,8 @@ static void xfer_cancel(struct sbx_xfer *x)
 }
 
 /* Send one ENTRY or DATA frame, waiting for credit. */
-static int xfer_send(struct sbx_xfer *x, uint8_t type, const void *p, size_t len,
-		     const char *what, const char *path)
+static int xfer_send(struct sbx_xfer *x, uint8_t type, const void *p, size_t len, const char *what,
+		     const char *path)
 {
 	struct sandbox *sb = x->sb;
 	uint32_t cost = (uint32_t)len + SBX_FILE_FRAME_COST;
@@ -507,8 +535,8 @@ static int upload_dir(struct upload *u, int dfd, size_t rel_len, int depth);
 /* One directory entry of the source tree, never following a symlink. */
 static int upload_one(struct upload *u, int dfd, const char *name, size_t rel_len, int depth)
 {
-	int n = snprintf(u->rel + rel_len, sizeof u->rel - rel_len, "%s%s", rel_len ? "/" : "",
-			 name);
+	int n =
+	    snprintf(u->rel + rel_len, sizeof u->rel - rel_len, "%s%s", rel_len ? "/" : "", name);
 	if (n < 0 || (size_t)n >= sizeof u->rel - rel_len)
 		return sbx_fail(SANDBOX_E_INVAL, "upload: path too long under '%s'", u->rel);
 	size_t len = rel_len + (size_t)n;
@@ -675,7 +703,7 @@ SANDBOX_API int sandbox_file_upload(sandbox_t *sb, const char *host_path, const 
 
 /* A relative entry name of a tree download: components that are neither
  * empty, "." nor "..". Anything else is a hostile agent. */
-static int rel_name_ok(const char *p, size_t n)
+int sbx_file_rel_name_ok(const char *p, size_t n)
 {
 	if (n == 0 || p[0] == '/')
 		return 0;
@@ -765,8 +793,8 @@ static int create_root(struct download *d, const struct sbx_file_entry *e)
 		return violation(d->sb, "the first entry of a download is not its root");
 	const char *hp = d->host_path;
 	if (e->type == SBX_FT_FILE) {
-		d->file = open(hp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			       e->mode & 0777);
+		d->file =
+		    open(hp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, e->mode & 0777);
 		if (d->file < 0)
 			return sbx_fail_errno(errno == EEXIST ? SANDBOX_E_EXISTS : SANDBOX_E_IO,
 					      errno, "download: cannot create '%.300s'", hp);
@@ -807,7 +835,7 @@ static int on_download_entry(struct download *d, const uint8_t *pl, uint32_t len
 		return create_root(d, &e);
 	if (!d->is_tree)
 		return violation(d->sb, "a second entry in a download of a single file");
-	if (!rel_name_ok(e.name, e.name_len))
+	if (!sbx_file_rel_name_ok(e.name, e.name_len))
 		return violation(d->sb, "a download entry name that is absolute or has '..'");
 	if (e.type == SBX_FT_OTHER)
 		return 0;
@@ -841,8 +869,8 @@ static int download_loop(struct sbx_xfer *x, struct download *d, uint8_t *buf)
 			rc = violation(d->sb, "FILE_DATA without a file entry");
 		} else {
 			int w = write_all_fd(d->file, buf, len);
-			rc = w ? sbx_fail_errno(SANDBOX_E_IO, -w, "download: writing under '%.300s'",
-						d->host_path)
+			rc = w ? sbx_fail_errno(SANDBOX_E_IO, -w,
+						"download: writing under '%.300s'", d->host_path)
 			       : 0;
 			d->total += len;
 		}
@@ -873,11 +901,8 @@ SANDBOX_API int sandbox_file_download(sandbox_t *sb, const char *guest_path, con
 		return sbx_fail(SANDBOX_E_NOMEM, "download buffer");
 	struct sbx_xfer *x;
 	rc = xfer_open(sb, SBX_FOP_GET, 0, 0, guest_path, NULL, &x);
-	struct download d = {.sb = sb,
-			     .guest_path = guest_path,
-			     .host_path = host_path,
-			     .root = -1,
-			     .file = -1};
+	struct download d = {
+	    .sb = sb, .guest_path = guest_path, .host_path = host_path, .root = -1, .file = -1};
 	if (!rc) {
 		rc = download_loop(x, &d, buf);
 		if (rc && rc != SANDBOX_E_PROTOCOL && rc != SANDBOX_E_DEAD &&
@@ -919,9 +944,10 @@ static int read_loop(struct sbx_xfer *x, const char *path, size_t max, uint8_t *
 				return violation(x->sb, "bad FILE_ENTRY in a read");
 			first = 0;
 			if (e.size > max)
-				return sbx_fail(SANDBOX_E_TOOBIG,
-						"'%.300s' is %llu bytes, more than the limit of %zu",
-						path, (unsigned long long)e.size, max);
+				return sbx_fail(
+				    SANDBOX_E_TOOBIG,
+				    "'%.300s' is %llu bytes, more than the limit of %zu", path,
+				    (unsigned long long)e.size, max);
 			continue;
 		}
 		if (first)
@@ -1061,9 +1087,10 @@ SANDBOX_API int sandbox_file_stat(sandbox_t *sb, const char *path, sandbox_file_
 }
 
 /* A listed name is one path component. */
-static int entry_name_ok(const struct sbx_file_entry *e)
+int sbx_file_list_name_ok(const struct sbx_file_entry *e)
 {
-	if (e->name_len == 0 || e->name_len > SBX_FILE_NAME_MAX || memchr(e->name, '/', e->name_len))
+	if (e->name_len == 0 || e->name_len > SBX_FILE_NAME_MAX ||
+	    memchr(e->name, '/', e->name_len))
 		return 0;
 	if (e->name[0] == '.' && (e->name_len == 1 || (e->name_len == 2 && e->name[1] == '.')))
 		return 0;
@@ -1080,7 +1107,7 @@ static int list_loop(struct sbx_xfer *x, const char *path, sandbox_file_info_t *
 	while ((rc = xfer_next(x, &type, buf, &len, "list", path)) == 1) {
 		struct sbx_file_entry e;
 		if (type != SBX_T_FILE_ENTRY || sbx_file_entry_decode(buf, len, &e) ||
-		    !entry_name_ok(&e))
+		    !sbx_file_list_name_ok(&e))
 			return violation(x->sb, "bad LIST entry");
 		if (*n == LIST_MAX_ENTRIES)
 			return sbx_fail(SANDBOX_E_TOOBIG, "'%.300s' has more than %u entries", path,
@@ -1194,16 +1221,17 @@ int sbx_files_mount_volumes(struct sandbox *sb, const sandbox_options_t *o)
 		size_t i = (size_t)(order[k] - o->volumes);
 		char tag[16];
 		sbx_volume_tag(i, tag, sizeof tag);
-		uint32_t fl = (o->volumes[i].flags & SANDBOX_VOLUME_READONLY) ? SBX_FOP_F_READONLY
-									      : 0;
+		uint32_t fl =
+		    (o->volumes[i].flags & SANDBOX_VOLUME_READONLY) ? SBX_FOP_F_READONLY : 0;
 		int rc = simple_op(sb, SBX_FOP_MOUNT, fl, 0, o->volumes[i].guest_path, tag,
 				   "mount a volume at");
 		if (rc) {
 			char saved[1024];
 			sbx_error_save(saved, sizeof saved);
-			return sbx_fail(rc, "volumes[%zu] (%.200s): %s (the QEMU user must be able "
-					    "to read the host directory, and write it unless "
-					    "read-only)",
+			return sbx_fail(rc,
+					"volumes[%zu] (%.200s): %s (the QEMU user must be able "
+					"to read the host directory, and write it unless "
+					"read-only)",
 					i, o->volumes[i].host_path, saved);
 		}
 	}

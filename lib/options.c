@@ -191,8 +191,8 @@ static int validate_volume(const sandbox_options_t *o, size_t i)
 {
 	const sandbox_volume_t *v = &o->volumes[i];
 	if (!v->host_path || !v->guest_path)
-		return sbx_fail(SANDBOX_E_INVAL, "volumes[%zu]: host_path and guest_path are required",
-				i);
+		return sbx_fail(SANDBOX_E_INVAL,
+				"volumes[%zu]: host_path and guest_path are required", i);
 	if (v->flags & ~SANDBOX_VOLUME_READONLY)
 		return sbx_fail(SANDBOX_E_FLAGS, "volumes[%zu]: unknown flags 0x%x", i,
 				v->flags & ~SANDBOX_VOLUME_READONLY);
@@ -202,8 +202,8 @@ static int validate_volume(const sandbox_options_t *o, size_t i)
 				v->host_path);
 	struct stat st;
 	if (stat(v->host_path, &st) != 0)
-		return sbx_fail(SANDBOX_E_NOTFOUND, "volumes[%zu]: host_path '%.200s' does not exist",
-				i, v->host_path);
+		return sbx_fail(SANDBOX_E_NOTFOUND,
+				"volumes[%zu]: host_path '%.200s' does not exist", i, v->host_path);
 	if (!S_ISDIR(st.st_mode))
 		return sbx_fail(SANDBOX_E_NOTDIR,
 				"volumes[%zu]: host_path '%.200s' is not a directory", i,
@@ -218,8 +218,8 @@ static int validate_volume(const sandbox_options_t *o, size_t i)
 				i, v->guest_path);
 	if (guest_path_reserved(v->guest_path))
 		return sbx_fail(SANDBOX_E_INVAL,
-				"volumes[%zu]: guest_path '%.200s' is a system path of the guest", i,
-				v->guest_path);
+				"volumes[%zu]: guest_path '%.200s' is a system path of the guest",
+				i, v->guest_path);
 	for (size_t k = 0; k < i; k++)
 		if (!strcmp(o->volumes[k].guest_path, v->guest_path))
 			return sbx_fail(SANDBOX_E_INVAL,

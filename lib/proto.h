@@ -58,13 +58,13 @@ enum sbx_frame_type {
 #define SBX_TCP_CLOSE_GRACEFUL 0u /* flush what was received, then FIN */
 #define SBX_TCP_CLOSE_ABORT 1u	  /* discard, reset the connection */
 enum sbx_tcp_reason {
-	SBX_TCP_R_DONE = 0,	/* both directions finished */
-	SBX_TCP_R_POLICY = 1,	/* blocked by allow_net */
-	SBX_TCP_R_REFUSED = 2,	/* upstream refused the connection */
-	SBX_TCP_R_UNREACH = 3,	/* upstream unreachable or timed out */
-	SBX_TCP_R_RESET = 4,	/* the other end reset */
-	SBX_TCP_R_LIMIT = 5,	/* too many connections */
-	SBX_TCP_R_ERROR = 6,	/* anything else */
+	SBX_TCP_R_DONE = 0,    /* both directions finished */
+	SBX_TCP_R_POLICY = 1,  /* blocked by allow_net */
+	SBX_TCP_R_REFUSED = 2, /* upstream refused the connection */
+	SBX_TCP_R_UNREACH = 3, /* upstream unreachable or timed out */
+	SBX_TCP_R_RESET = 4,   /* the other end reset */
+	SBX_TCP_R_LIMIT = 5,   /* too many connections */
+	SBX_TCP_R_ERROR = 6,   /* anything else */
 };
 /* DNS_QUERY payload: u8 transport (0 UDP, 1 TCP), u8[3] 0, message */
 #define SBX_DNS_T_UDP 0u
@@ -112,7 +112,7 @@ int sbx_file_op_decode(const void *p, size_t len, struct sbx_file_op_msg *out);
 size_t sbx_file_op_encode(uint8_t *out, size_t cap, const struct sbx_file_op_msg *m);
 
 struct sbx_file_entry {
-	uint8_t type; /* enum sbx_file_type */
+	uint8_t type;  /* enum sbx_file_type */
 	uint32_t mode; /* permission bits, 07777 */
 	uint64_t size;
 	int64_t mtime; /* seconds since the epoch */

@@ -210,10 +210,10 @@ static int start_domain(struct sandbox *sb, const struct sbx_image *img, const s
 	char tags[SBX_MAX_VOLUMES][16];
 	for (size_t i = 0; i < o->volumes_count && i < SBX_MAX_VOLUMES; i++) {
 		sbx_volume_tag(i, tags[i], sizeof tags[i]);
-		fs[i] = (struct sbx_domain_fs){.host_path = o->volumes[i].host_path,
-					       .tag = tags[i],
-					       .readonly = !!(o->volumes[i].flags &
-							      SANDBOX_VOLUME_READONLY)};
+		fs[i] = (struct sbx_domain_fs){
+		    .host_path = o->volumes[i].host_path,
+		    .tag = tags[i],
+		    .readonly = !!(o->volumes[i].flags & SANDBOX_VOLUME_READONLY)};
 	}
 	spec.fs = fs;
 	spec.fs_count = o->volumes_count;

@@ -432,7 +432,8 @@ static void walk_next(struct port *p, struct fstream *f)
 	int fd = -1;
 	if (!S_ISLNK(st.st_mode)) {
 		fd = openat(dirfd(d), de->d_name,
-			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
+			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+				(S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
 		if (fd < 0)
 			return fail(p, f, errno, f->rel);
 	}
@@ -589,7 +590,8 @@ void files_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t *p
 	struct fstream *f = find(h->stream);
 	if (!f) {
 		if (!recently_closed(h->stream))
-			port_send_error(p, 0, EPROTO, "frame type 0x%02x for stream %u, which is not open",
+			port_send_error(p, 0, EPROTO,
+					"frame type 0x%02x for stream %u, which is not open",
 					h->type, h->stream);
 		return;
 	}

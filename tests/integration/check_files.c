@@ -72,7 +72,8 @@ static int sh(sandbox_t *sb, const char *cmd, char *out, size_t cap)
 	do {                                                                                       \
 		int rc_ = (call);                                                                  \
 		ck_assert_msg(rc_ == (code), "%s: expected %s, got %s: %s", #call,                 \
-			      sandbox_strerror(code), sandbox_strerror(rc_), sandbox_last_error());  \
+			      sandbox_strerror(code), sandbox_strerror(rc_),                       \
+			      sandbox_last_error());                                               \
 	} while (0)
 
 static void write_host(const char *path, const char *text, mode_t mode)
@@ -249,9 +250,9 @@ START_TEST(only_named_volumes_are_visible)
 	sandbox_options_t o;
 	opts_default(&o);
 	sandbox_t *plain = must_create(&o);
-	ck_assert_int_eq(sh(plain, "ls /sys/bus/virtio/devices/*/ | grep -c mount_tag || true", out,
-			    sizeof out),
-			 0);
+	ck_assert_int_eq(
+	    sh(plain, "ls /sys/bus/virtio/devices/*/ | grep -c mount_tag || true", out, sizeof out),
+	    0);
 	ck_assert_str_eq(out, "0\n");
 	ck_assert_int_ne(sh(plain, "grep -q 9p /proc/mounts", NULL, 0), 0);
 	sandbox_free(plain);
@@ -320,9 +321,9 @@ START_TEST(write_read_stat_list)
 	ck_assert_int_eq(seen, 7);
 	sandbox_file_info_free(ents, n);
 	/* a big listing goes through flow control */
-	ck_assert_int_eq(sh(g_sb, "mkdir -p /root/many && cd /root/many && seq 1 3000 | xargs touch",
-			    NULL, 0),
-			 0);
+	ck_assert_int_eq(
+	    sh(g_sb, "mkdir -p /root/many && cd /root/many && seq 1 3000 | xargs touch", NULL, 0),
+	    0);
 	CK_OK(sandbox_file_list(g_sb, "/root/many", &ents, &n, 0));
 	ck_assert_uint_eq(n, 3000);
 	sandbox_file_info_free(ents, n);
@@ -361,8 +362,9 @@ START_TEST(mkdir_remove_and_error_codes)
 	CK_ERR(sandbox_file_list(g_sb, "/etc/hostname", &ents, &n, 0), SANDBOX_E_NOTDIR);
 	CK_ERR(sandbox_file_read(g_sb, "/etc/hostname", &data, &len, 3, 0), SANDBOX_E_TOOBIG);
 	/* no space: a tiny tmpfs */
-	ck_assert_int_eq(sh(g_sb, "mkdir -p /root/small && mount -t tmpfs -o size=64k tmpfs "
-				  "/root/small",
+	ck_assert_int_eq(sh(g_sb,
+			    "mkdir -p /root/small && mount -t tmpfs -o size=64k tmpfs "
+			    "/root/small",
 			    NULL, 0),
 			 0);
 	size_t big = 1 << 20;
@@ -554,8 +556,8 @@ START_TEST(audit_records_files_and_volumes)
 	CK_OK(sandbox_file_upload(g_sb, p, "/root/audited2", 0));
 	ck_assert_int_ge(
 	    count_events(g_audit, "file.write", "\"path\":\"/root/audited\",\"size\":5"), 1);
-	ck_assert_int_ge(count_events(g_audit, "file.read", "\"path\":\"/root/audited\",\"size\":5"),
-			 1);
+	ck_assert_int_ge(
+	    count_events(g_audit, "file.read", "\"path\":\"/root/audited\",\"size\":5"), 1);
 	ck_assert_int_ge(
 	    count_events(g_audit, "file.download", "\"path\":\"/root/audited\",\"host_path\""), 1);
 	ck_assert_int_ge(count_events(g_audit, "file.upload", "\"path\":\"/root/audited2\""), 1);
@@ -600,9 +602,8 @@ START_TEST(rw_volume_data_survives_the_sandbox)
 	o.volumes = v;
 	o.volumes_count = 1;
 	sandbox_t *sb = must_create(&o);
-	ck_assert_int_eq(sh(sb, "mkdir /work/out/res && seq 1 5 > /work/out/res/n.txt && sync",
-			    NULL, 0),
-			 0);
+	ck_assert_int_eq(
+	    sh(sb, "mkdir /work/out/res && seq 1 5 > /work/out/res/n.txt && sync", NULL, 0), 0);
 	char id[40];
 	snprintf(id, sizeof id, "%s", sandbox_id(sb));
 	sandbox_kill(sb, 0);
@@ -732,7 +733,8 @@ int main(void)
 {
 	snprintf(g_audit, sizeof g_audit, "/tmp/sbx-check-files-%d.jsonl", (int)getpid());
 	setup_volumes();
-	sandbox_volume_t vols[] = {{g_rw, "/mnt/rw", 0}, {g_ro, "/mnt/ro", SANDBOX_VOLUME_READONLY}};
+	sandbox_volume_t vols[] = {{g_rw, "/mnt/rw", 0},
+				   {g_ro, "/mnt/ro", SANDBOX_VOLUME_READONLY}};
 	sandbox_options_t o;
 	opts_default(&o);
 	o.volumes = vols;

@@ -444,7 +444,8 @@ START_TEST(volume_validation)
 		ck_assert_msg(strstr(sandbox_last_error(), bad[i].msg), "case %zu: %s", i,
 			      sandbox_last_error());
 	}
-	sandbox_volume_t dup[2] = {{"/tmp", "/data", 0}, {"/var", "/data", SANDBOX_VOLUME_READONLY}};
+	sandbox_volume_t dup[2] = {{"/tmp", "/data", 0},
+				   {"/var", "/data", SANDBOX_VOLUME_READONLY}};
 	ck_assert_int_eq(validate_volumes(dup, 2), SANDBOX_E_INVAL);
 	ck_assert_ptr_nonnull(strstr(sandbox_last_error(), "already used"));
 	sandbox_volume_t many[17];
