@@ -553,7 +553,7 @@ static int upload_one(struct upload *u, int dfd, const char *name, size_t rel_le
 		struct sbx_file_entry e = entry_from_stat(&st, u->rel, target);
 		rc = send_entry(u->x, &e, "upload to", u->guest_path);
 	} else if (S_ISREG(st.st_mode)) {
-		int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (fd < 0)
 			return sbx_fail_errno(SANDBOX_E_IO, errno, "upload: cannot open '%s'",
 					      u->rel);
@@ -673,7 +673,8 @@ SANDBOX_API int sandbox_file_upload(sandbox_t *sb, const char *host_path, const 
 		rc = check_path(host_path, "sandbox_file_upload (host_path)");
 	if (rc)
 		return rc;
-	int fd = open(host_path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a fifo must not block the call before it is refused */
+	int fd = open(host_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) != 0) {
 		int e = errno;

@@ -281,7 +281,9 @@ static void return_credit(struct port *p, struct fstream *f, size_t len)
 static int put_create(struct fstream *f, const struct sbx_file_entry *e, const char *path)
 {
 	if (e->type == SBX_FT_FILE) {
-		f->wfd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, e->mode);
+		/* O_NONBLOCK: a fifo at the path fails (ENXIO) instead of
+		 * blocking the agent, which serves everything from one thread */
+		f->wfd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK | O_CLOEXEC, e->mode);
 		if (f->wfd < 0 || fchmod(f->wfd, e->mode) != 0)
 			return -1;
 		return 0;
@@ -379,7 +381,9 @@ static void walk_start(struct port *p, struct fstream *f)
 	if ((f->flags & SBX_FOP_F_REGULAR) && !S_ISREG(st.st_mode))
 		return fail(p, f, S_ISDIR(st.st_mode) ? EISDIR : EINVAL, f->root);
 	if (S_ISREG(st.st_mode)) {
-		f->rfd = open(f->root, O_RDONLY | O_CLOEXEC);
+		/* O_NONBLOCK: a file that would block (/proc/kmsg) fails with
+		 * EAGAIN instead of stalling the single-threaded agent */
+		f->rfd = open(f->root, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 		if (f->rfd < 0)
 			return fail(p, f, errno, f->root);
 	} else if (S_ISDIR(st.st_mode)) {

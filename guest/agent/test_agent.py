@@ -33,6 +33,11 @@ HELLO, PING, PONG, ERROR, SHUTDOWN = 0x01, 0x02, 0x03, 0x04, 0x05
 EXEC_START, EXEC_STARTED, STDIN, STDIN_EOF = 0x10, 0x11, 0x12, 0x13
 STDOUT, STDERR, EXIT, SIGNAL, WINDOW = 0x14, 0x15, 0x16, 0x17, 0x20
 F_STDIN = 1
+FILE_OP, FILE_ENTRY, FILE_DATA, FILE_END, FILE_CANCEL = 0x40, 0x41, 0x42, 0x43, 0x44
+FOP_STAT, FOP_LIST, FOP_MKDIR, FOP_REMOVE, FOP_PUT, FOP_GET = 1, 2, 3, 4, 5, 6
+FOP_F_PARENTS, FOP_F_RECURSIVE, FOP_F_NOFOLLOW, FOP_F_REGULAR = 1, 2, 4, 8
+FT_FILE, FT_DIR, FT_SYMLINK, FT_OTHER = 1, 2, 3, 4
+FILE_COST = 12  # header's worth of credit per FILE_ENTRY / FILE_DATA
 
 ENV = [b"PATH=/usr/local/bin:/usr/bin:/bin", b"LC_ALL=C"]
 
@@ -103,6 +108,45 @@ class Stream:
         return self.exit is not None or self.error is not None
 
 
+def file_op_payload(op, path, flags=0, mode=0, arg=b""):
+    return struct.pack("<III", op, flags, mode) + wstr(b(path)) + wstr(b(arg))
+
+
+def entry_payload(ftype, name, mode=0o644, size=0, target=b""):
+    return (struct.pack("<BBHIQqII", ftype, 0, 0, mode, size, 0, 0, 0) + wstr(b(name)) +
+            wstr(b(target)))
+
+
+def parse_entry(p):
+    if len(p) < 32:
+        raise ProtocolError("short FILE_ENTRY")
+    ftype, z8, z16, mode, size, mtime, uid, gid = struct.unpack_from("<BBHIQqII", p)
+    name, off = rstr(p, 32)
+    target, off = rstr(p, off)
+    if off != len(p) or z8 or z16 or not 1 <= ftype <= 4 or mode > 0o7777:
+        raise ProtocolError("bad FILE_ENTRY")
+    if (ftype == FT_SYMLINK) != (len(target) > 0):
+        raise ProtocolError("link target on a non-symlink, or none on a symlink")
+    return {"type": ftype, "mode": mode, "size": size, "name": name, "target": target,
+            "data": bytearray()}
+
+
+class FStream:
+    def __init__(self, sid, auto_window):
+        self.sid = sid
+        self.auto_window = auto_window
+        self.entries = []
+        self.ended = False
+        self.error = None
+        self.credit = WINDOW0     # what the agent may still send us
+        self.in_credit = WINDOW0  # what we may still send
+        self.received = 0
+
+    @property
+    def done(self):
+        return self.ended or self.error is not None
+
+
 class Conn:
     """One host connection, with strict checking of agent frames."""
 
@@ -115,6 +159,7 @@ class Conn:
         self.pongs = []
         self.hello = None
         self.unexpected = []
+        self.fstreams = {}
 
     def close(self):
         try:
@@ -165,7 +210,45 @@ class Conn:
             raise ProtocolError("frame 0x%02x after the end of stream %d" % (t, sid))
         return st
 
+    def _apply_file(self, t, fs, p):
+        if fs.done:
+            raise ProtocolError("frame 0x%02x after the end of file stream %d" % (t, fs.sid))
+        if t in (FILE_ENTRY, FILE_DATA):
+            cost = len(p) + FILE_COST
+            if cost > fs.credit:
+                raise ProtocolError("file stream %d: %d bytes with %d credit"
+                                    % (fs.sid, cost, fs.credit))
+            fs.credit -= cost
+            if t == FILE_ENTRY:
+                fs.entries.append(parse_entry(p))
+            else:
+                if not fs.entries or fs.entries[-1]["type"] != FT_FILE or not p:
+                    raise ProtocolError("FILE_DATA without a file entry")
+                fs.entries[-1]["data"].extend(p)
+                fs.received += len(p)
+            if fs.auto_window:
+                self.send(WINDOW, fs.sid, struct.pack("<I", cost))
+                fs.credit += cost
+        elif t == FILE_END:
+            if p:
+                raise ProtocolError("FILE_END with a payload")
+            fs.ended = True
+        elif t == ERROR:
+            (e,) = struct.unpack_from("<i", p)
+            msg, off = rstr(p, 4)
+            if off != len(p):
+                raise ProtocolError("trailing bytes in ERROR")
+            fs.error = (e, msg)
+        elif t == WINDOW:
+            if len(p) != 4:
+                raise ProtocolError("bad WINDOW")
+            fs.in_credit += struct.unpack("<I", p)[0]
+        else:
+            raise ProtocolError("frame 0x%02x on file stream %d" % (t, fs.sid))
+
     def _apply(self, t, sid, p):
+        if sid in self.fstreams:
+            return self._apply_file(t, self.fstreams[sid], p)
         if t in (HELLO, PONG) or (t == ERROR and sid == 0):
             if sid != 0:
                 raise ProtocolError("control frame on stream %d" % sid)
@@ -295,6 +378,29 @@ class Conn:
         st = self.start(argv, **kw)
         check(self.wait(lambda: st.done, timeout), "no EXIT for %r within %ss" % (argv, timeout))
         return st
+
+    # -- file streams -------------------------------------------------------
+    def fopen(self, op, path, flags=0, mode=0, arg=b"", auto_window=True):
+        sid = self.next_sid
+        self.next_sid += 1
+        fs = FStream(sid, auto_window)
+        self.fstreams[sid] = fs
+        self.send(FILE_OP, sid, file_op_payload(op, path, flags, mode, arg))
+        return fs
+
+    def fsend(self, fs, t, p, timeout=10.0):
+        """Send ENTRY/DATA within the credit the agent granted."""
+        cost = len(p) + FILE_COST
+        check(self.wait(lambda: fs.in_credit >= cost or fs.done, timeout), "no credit")
+        if fs.done:
+            return False
+        fs.in_credit -= cost
+        self.send(t, fs.sid, p)
+        return True
+
+    def fwait(self, fs, timeout=20.0):
+        check(self.wait(lambda: fs.done, timeout), "file stream %d did not end" % fs.sid)
+        return fs
 
     def ping(self, payload=b"ping", timeout=5.0):
         n = len(self.pongs)
@@ -946,6 +1052,122 @@ def t_shutdown(ag, tmp):
     check(pid_gone(st.pid, zombie_ok=True), "command survived SHUTDOWN")
 
 
+def put_file(conn, path, data, mode=0o644, flags=0):
+    fs = conn.fopen(FOP_PUT, path, flags)
+    conn.fsend(fs, FILE_ENTRY, entry_payload(FT_FILE, b"", mode, len(data)))
+    for i in range(0, len(data), MAX_PAYLOAD):
+        if not conn.fsend(fs, FILE_DATA, data[i:i + MAX_PAYLOAD]):
+            break
+    if not fs.done:
+        conn.send(FILE_END, fs.sid)
+    return conn.fwait(fs)
+
+
+def t_file_put_get_tree(ag, tmp):
+    c = ag.conn
+    root = os.path.join(tmp, "ft", "tree")
+    big = os.urandom(700 * 1024)
+    fs = c.fopen(FOP_PUT, root, FOP_F_PARENTS)
+    c.fsend(fs, FILE_ENTRY, entry_payload(FT_DIR, b"", 0o750))
+    c.fsend(fs, FILE_ENTRY, entry_payload(FT_FILE, b"big.bin", 0o600, len(big)))
+    for i in range(0, len(big), MAX_PAYLOAD):
+        c.fsend(fs, FILE_DATA, big[i:i + MAX_PAYLOAD])
+    c.fsend(fs, FILE_ENTRY, entry_payload(FT_DIR, b"sub", 0o755))
+    c.fsend(fs, FILE_ENTRY, entry_payload(FT_FILE, b"sub/empty", 0o644))
+    c.fsend(fs, FILE_ENTRY, entry_payload(FT_SYMLINK, b"sub/link", 0o777, 0, b"../big.bin"))
+    c.send(FILE_END, fs.sid)
+    c.fwait(fs)
+    check(fs.ended and fs.error is None, "PUT failed: %r" % (fs.error,))
+    with open(os.path.join(root, "big.bin"), "rb") as f:
+        check(f.read() == big, "uploaded bytes differ")
+    check(os.stat(root).st_mode & 0o777 == 0o750, "directory mode")
+    check(os.readlink(os.path.join(root, "sub/link")) == "../big.bin", "symlink")
+    g = c.fwait(c.fopen(FOP_GET, root))
+    check(g.ended, "GET failed: %r" % (g.error,))
+    check(g.entries[0]["name"] == b"" and g.entries[0]["type"] == FT_DIR, "root entry")
+    byname = {e["name"]: e for e in g.entries[1:]}
+    check(set(byname) == {b"big.bin", b"sub", b"sub/empty", b"sub/link"}, "names %r" % byname)
+    check(bytes(byname[b"big.bin"]["data"]) == big, "downloaded bytes differ")
+    check(byname[b"sub/link"]["target"] == b"../big.bin", "symlink target")
+    names = [e["name"] for e in g.entries]
+    check(names.index(b"sub") < names.index(b"sub/empty"), "parent after child")
+
+
+def t_file_get_respects_credit(ag, tmp):
+    c = ag.conn
+    path = os.path.join(tmp, "credit.bin")
+    with open(path, "wb") as f:
+        f.write(os.urandom(2 << 20))
+    g = c.fopen(FOP_GET, path, FOP_F_REGULAR, auto_window=False)
+    c.quiet(0.5)
+    check(not g.done and g.received <= WINDOW0, "agent sent %d bytes past credit" % g.received)
+    while not g.done:
+        c.send(WINDOW, g.sid, struct.pack("<I", WINDOW0))
+        g.credit += WINDOW0
+        c.wait(lambda: g.done or g.credit < FILE_COST + 1024, 5.0)
+    check(g.ended and g.received == 2 << 20, "got %d bytes, %r" % (g.received, g.error))
+
+
+def t_file_ops_and_errors(ag, tmp):
+    c = ag.conn
+    d = os.path.join(tmp, "fops")
+    check(c.fwait(c.fopen(FOP_MKDIR, d + "/a/b", FOP_F_PARENTS, 0o700)).ended, "mkdir -p")
+    check(os.stat(d + "/a/b").st_mode & 0o777 == 0o700, "mkdir mode")
+    e = c.fwait(c.fopen(FOP_MKDIR, d + "/a/b", 0, 0o700))
+    check(e.error and e.error[0] == errno.EEXIST, "mkdir existing: %r" % (e.error,))
+    check(put_file(c, d + "/a/b/f", b"12345").ended, "put")
+    st = c.fwait(c.fopen(FOP_STAT, d + "/a/b/f"))
+    check(st.ended and st.entries[0]["size"] == 5 and st.entries[0]["type"] == FT_FILE, "stat")
+    ls = c.fwait(c.fopen(FOP_LIST, d + "/a"))
+    check([x["name"] for x in ls.entries] == [b"b"], "list")
+    e = c.fwait(c.fopen(FOP_REMOVE, d + "/a"))
+    check(e.error and e.error[0] == errno.ENOTEMPTY, "rmdir non-empty: %r" % (e.error,))
+    check(c.fwait(c.fopen(FOP_REMOVE, d + "/a", FOP_F_RECURSIVE)).ended, "rm -r")
+    check(not os.path.exists(d + "/a"), "still there")
+    e = c.fwait(c.fopen(FOP_GET, d + "/missing"))
+    check(e.error and e.error[0] == errno.ENOENT, "get missing: %r" % (e.error,))
+    e = c.fwait(c.fopen(FOP_GET, d, FOP_F_REGULAR))
+    check(e.error and e.error[0] == errno.EISDIR, "get dir as file: %r" % (e.error,))
+    os.mkfifo(d + "/fifo")
+    e = put_file(c, d + "/fifo", b"x")
+    check(e.error is not None, "a PUT onto a fifo must fail, not block")
+    c.ping()
+
+
+def t_file_bad_frames(ag, tmp):
+    c = ag.conn
+    sid = c.next_sid
+    c.next_sid += 1
+    c.fstreams[sid] = fs = FStream(sid, True)
+    c.send(FILE_OP, sid, b"\x01\x02")
+    c.fwait(fs)
+    check(fs.error and fs.error[0] == errno.EINVAL, "malformed FILE_OP: %r" % (fs.error,))
+    fs = c.fopen(FOP_PUT, os.path.join(tmp, "bad"))
+    c.send(FILE_DATA, fs.sid, b"data before entry")
+    c.fwait(fs)
+    check(fs.error is not None, "DATA before ENTRY accepted")
+    # late frames for the ended stream are ignored, not errors on stream 0
+    c.send(FILE_DATA, fs.sid, b"late")
+    c.send(FILE_END, fs.sid)
+    c.send(WINDOW, fs.sid, struct.pack("<I", 100))
+    path = os.path.join(tmp, "cancel.bin")
+    with open(path, "wb") as f:
+        f.write(b"\0" * (4 << 20))
+    g = c.fopen(FOP_GET, path, auto_window=False)
+    c.send(FILE_CANCEL, g.sid)
+    c.fwait(g)
+    check(g.error and g.error[0] == errno.ECANCELED, "cancel: %r" % (g.error,))
+    e = c.fopen(FOP_PUT, os.path.join(tmp, "badname"))
+    c.fsend(e, FILE_ENTRY, entry_payload(FT_DIR, b""))
+    c.fsend(e, FILE_ENTRY, entry_payload(FT_FILE, b"../escape"))
+    c.fwait(e)
+    check(e.error and e.error[0] == errno.EINVAL, "'..' in a PUT name: %r" % (e.error,))
+    check(not os.path.exists(os.path.join(tmp, "escape")), "escaped")
+    n = len(c.errors0)
+    c.ping()
+    check(len(c.errors0) == n, "stream-0 errors: %r" % c.errors0[n:])
+
+
 TESTS = [
     t_hello, t_ping, t_echo, t_exit_code, t_killed, t_stdout_10mib, t_stderr_separate,
     t_both_streams_big, t_stdin_sha256, t_stdin_cat_roundtrip, t_stdin_devnull, t_timeout,
@@ -954,7 +1176,8 @@ TESTS = [
     t_many_args, t_concurrent, t_credit, t_orphans_reaped, t_disconnect_kills,
     t_bad_stream_frames, t_stdin_over_credit, t_bad_exec_start, t_bad_control_frames,
     t_late_frames_ignored, t_garbage_header, t_oversize, t_random_garbage, t_backpressure,
-    t_ping_flood, t_no_fd_leak, t_listen_mode, t_shutdown,
+    t_ping_flood, t_file_put_get_tree, t_file_get_respects_credit, t_file_ops_and_errors,
+    t_file_bad_frames, t_no_fd_leak, t_listen_mode, t_shutdown,
 ]
 
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehavior")
