@@ -74,7 +74,9 @@ asan_run() {
 	(cd build-asan && ./tests/check_unit) &&
 		(cd build-asan && ./examples/quickstart) &&
 		(cd build-asan && SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test-asan \
-			./tests/check_vm)
+			./tests/check_vm) &&
+		(cd build-asan && SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test-asan \
+			./tests/check_files)
 }
 step "integration under AddressSanitizer" asan_run
 
