@@ -380,10 +380,13 @@ static int xfer_next(struct sbx_xfer *x, uint8_t *type, uint8_t *buf, uint32_t *
 /* Wait for the final END (nothing else may come). */
 static int xfer_finish(struct sbx_xfer *x, const char *what, const char *path)
 {
-	static uint8_t sink[SBX_PROTO_MAX_PAYLOAD];
+	uint8_t *sink = malloc(SBX_PROTO_MAX_PAYLOAD);
+	if (!sink)
+		return sbx_fail(SANDBOX_E_NOMEM, "file stream");
 	uint8_t type;
 	uint32_t len;
 	int rc = xfer_next(x, &type, sink, &len, what, path);
+	free(sink);
 	if (rc == 1)
 		return violation(x->sb, "unexpected data on a file stream");
 	return rc;
@@ -479,7 +482,10 @@ struct src {
 static int send_file_data(struct sbx_xfer *x, struct src *s, uint64_t *total, const char *what,
 			  const char *path)
 {
-	static _Thread_local uint8_t buf[CHUNK];
+	uint8_t *buf = s->mem ? NULL : malloc(CHUNK);
+	if (!s->mem && !buf)
+		return sbx_fail(SANDBOX_E_NOMEM, "upload buffer");
+	int rc = 0;
 	size_t off = 0;
 	for (;;) {
 		ssize_t n;
@@ -489,19 +495,20 @@ static int send_file_data(struct sbx_xfer *x, struct src *s, uint64_t *total, co
 			p = s->mem + off;
 			off += (size_t)n;
 		} else {
-			n = read(s->fd, buf, sizeof buf);
+			n = read(s->fd, buf, CHUNK);
 			if (n < 0 && errno == EINTR)
 				continue;
-			if (n < 0)
-				return sbx_fail_errno(SANDBOX_E_IO, errno, "reading the host file");
+			if (n < 0) {
+				rc = sbx_fail_errno(SANDBOX_E_IO, errno, "reading the host file");
+				break;
+			}
 		}
-		if (n == 0)
-			return 0;
-		int rc = xfer_send(x, SBX_T_FILE_DATA, p, (size_t)n, what, path);
-		if (rc)
-			return rc;
+		if (n == 0 || (rc = xfer_send(x, SBX_T_FILE_DATA, p, (size_t)n, what, path)))
+			break;
 		*total += (uint64_t)n;
 	}
+	free(buf);
+	return rc;
 }
 
 static struct sbx_file_entry entry_from_stat(const struct stat *st, const char *name,
