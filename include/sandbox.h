@@ -348,9 +348,9 @@ typedef struct sandbox_file_info {
 	const char *link_target; /* symlinks: the target; else NULL */
 } sandbox_file_info_t;
 
-/* Write len bytes to a file in the guest, creating or truncating it, with
- * permission bits mode (0: 0644; applied to a new file). flags:
- * SANDBOX_FILE_PARENTS. Thread-safe. */
+/* Write len bytes to a file in the guest, creating or truncating it, and
+ * set its permission bits to mode (0: 0644). flags: SANDBOX_FILE_PARENTS.
+ * Thread-safe. */
 SANDBOX_API int sandbox_file_write(sandbox_t *sb, const char *path, const void *data, size_t len,
 				   unsigned int mode, unsigned int flags);
 
@@ -399,8 +399,8 @@ SANDBOX_API int sandbox_file_upload(sandbox_t *sb, const char *host_path, const 
 /* Copy a guest file or directory tree out to host_path, which must not
  * exist (its parent must). Nothing outside host_path is touched: guest
  * symlinks become symlinks (never followed on the host) and entry names
- * are checked. On failure a partial tree may remain at host_path; a single
- * file is removed. flags: must be 0. Thread-safe. */
+ * are checked; devices, fifos and sockets are skipped. On failure what was
+ * created at host_path is removed. flags: must be 0. Thread-safe. */
 SANDBOX_API int sandbox_file_download(sandbox_t *sb, const char *guest_path, const char *host_path,
 				      unsigned int flags);
 

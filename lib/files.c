@@ -930,8 +930,10 @@ SANDBOX_API int sandbox_file_download(sandbox_t *sb, const char *guest_path, con
 		rc = sbx_fail_errno(SANDBOX_E_IO, errno, "download: closing '%.300s'", host_path);
 	if (d.root >= 0)
 		close(d.root);
-	if (rc && d.created && !d.is_tree)
-		unlink(host_path); /* our own O_EXCL file or symlink */
+	/* Everything at host_path was created by this call (it did not exist):
+	 * remove it, never following a symlink (sbx_rmtree uses O_NOFOLLOW). */
+	if (rc && d.created)
+		sbx_rmtree(host_path);
 	free(buf);
 	audit_file(sb, "file.download", guest_path, host_path, d.total, rc);
 	return rc;

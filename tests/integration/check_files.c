@@ -452,6 +452,19 @@ START_TEST(upload_and_download_a_tree)
 	CK_OK(sandbox_file_download(g_sb, "/root/up/one.txt", lnk, 0));
 	ck_assert_str_eq(read_host(lnk), "top\n");
 	unlink(lnk);
+	/* a tree that fails half-way (a file QEMU's user cannot read on the
+	 * volume) leaves nothing behind */
+	char part[128];
+	snprintf(part, sizeof part, "%s/partial", g_rw);
+	ck_assert_int_eq(mkdir(part, 0755), 0);
+	snprintf(part, sizeof part, "%s/partial/a.txt", g_rw);
+	write_host(part, "readable\n", 0644);
+	snprintf(part, sizeof part, "%s/partial/b-secret", g_rw);
+	write_host(part, "root only\n", 0600);
+	CK_ERR(sandbox_file_download(g_sb, "/mnt/rw/partial", lnk, 0), SANDBOX_E_PERM);
+	ck_assert_int_ne(access(lnk, F_OK), 0);
+	snprintf(part, sizeof part, "%s/partial", g_rw);
+	rm_rf(part);
 	/* a missing guest path leaves nothing on the host */
 	CK_ERR(sandbox_file_download(g_sb, "/root/up/missing", lnk, 0), SANDBOX_E_NOTFOUND);
 	ck_assert_int_ne(access(lnk, F_OK), 0);
@@ -712,8 +725,8 @@ static Suite *files_suite(void)
 
 static void setup_volumes(void)
 {
-	snprintf(g_rw, sizeof g_rw, "/tmp/sbx-files-rw-XXXXXX");
-	snprintf(g_ro, sizeof g_ro, "/tmp/sbx-files-ro-XXXXXX");
+	snprintf(g_rw, sizeof g_rw, "/var/tmp/sbx-files-rw-XXXXXX");
+	snprintf(g_ro, sizeof g_ro, "/var/tmp/sbx-files-ro-XXXXXX");
 	if (!mkdtemp(g_rw) || !mkdtemp(g_ro)) {
 		perror("mkdtemp");
 		exit(EXIT_FAILURE);
