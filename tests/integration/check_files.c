@@ -551,6 +551,56 @@ START_TEST(one_gib_round_trip_with_flat_memory)
 }
 END_TEST
 
+struct xfer_job {
+	int n;
+	int ok;
+	char err[256];
+};
+
+/* Write 8 MiB of a pattern, read it back, compare. */
+static void *xfer_thread(void *arg)
+{
+	struct xfer_job *j = arg;
+	size_t len = 8u << 20;
+	uint8_t *buf = malloc(len);
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(i * 31 + (size_t)j->n * 7 + i / 4096);
+	char path[64];
+	snprintf(path, sizeof path, "/root/conc-%d.bin", j->n);
+	void *back = NULL;
+	size_t blen = 0;
+	int rc = sandbox_file_write(g_sb, path, buf, len, 0, 0);
+	if (!rc)
+		rc = sandbox_file_read(g_sb, path, &back, &blen, 0, 0);
+	j->ok = !rc && blen == len && !memcmp(buf, back, len);
+	snprintf(j->err, sizeof j->err, "%s: %s", sandbox_strerror(rc), sandbox_last_error());
+	sandbox_buffer_free(back);
+	free(buf);
+	return NULL;
+}
+
+START_TEST(concurrent_transfers_and_commands)
+{
+	pthread_t t[4];
+	struct xfer_job jobs[4];
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = (struct xfer_job){.n = i};
+		pthread_create(&t[i], NULL, xfer_thread, &jobs[i]);
+	}
+	char out[64];
+	for (int k = 0; k < 5; k++) {
+		ck_assert_int_eq(sh(g_sb, "echo alive", out, sizeof out), 0);
+		ck_assert_str_eq(out, "alive\n");
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(jobs[i].ok, "transfer %d failed: %s", i, jobs[i].err);
+	}
+	CK_OK(sandbox_file_remove(g_sb, "/root/conc-0.bin", 0));
+	ck_assert_int_eq(sh(g_sb, "rm -f /root/conc-*.bin", NULL, 0), 0);
+}
+END_TEST
+
 START_TEST(audit_records_files_and_volumes)
 {
 	ck_assert_int_eq(count_events(g_audit, "sandbox.create", "\"guest_path\":\"/mnt/ro\""), 1);
@@ -620,6 +670,7 @@ START_TEST(rw_volume_data_survives_the_sandbox)
 	char id[40];
 	snprintf(id, sizeof id, "%s", sandbox_id(sb));
 	sandbox_kill(sb, 0);
+	CK_ERR(sandbox_file_write(sb, "/work/out/late", "x", 1, 0, 0), SANDBOX_E_DEAD);
 	sandbox_free(sb);
 	ck_assert_int_eq(vt_qemu_pid(id), 0);
 	snprintf(p, sizeof p, "%s/res/n.txt", dir);
@@ -711,6 +762,7 @@ static Suite *files_suite(void)
 	tcase_add_test(f, mkdir_remove_and_error_codes);
 	tcase_add_test(f, upload_and_download_a_tree);
 	tcase_add_test(f, download_never_follows_guest_symlinks);
+	tcase_add_test(f, concurrent_transfers_and_commands);
 	tcase_add_test(f, audit_records_files_and_volumes);
 	tcase_add_test(f, one_gib_round_trip_with_flat_memory);
 	suite_add_tcase(s, f);
