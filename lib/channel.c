@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 #include "sandbox_int.h"
 #include "util.h"
 

@@ -1,197 +1,30 @@
-/* The files API: file streams over the agent channel (doc/protocol.md,
- * "File streams"). The I/O thread only checks and queues what the agent
- * sends (bounded by the credit we granted); the calling thread does all
- * host file I/O. Everything the guest says is hostile: entry names of a
- * download are checked, and host files are created relative to the
- * destination with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), so a
- * guest symlink is never followed on the host. */
+/* The files API (sandbox_file_*): write, read, stat, list, mkdir,
+ * remove, upload and download, on file streams (xfer.c). The calling
+ * thread does all host file I/O. Everything the guest says is hostile:
+ * entry names of a download are checked, and host files are created
+ * relative to the destination with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS), so a guest symlink is never followed on the
+ * host. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <linux/openat2.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "error.h"
-#include "options.h"
-#include "runtime.h"
+#include "files.h"
 #include "sandbox_int.h"
 #include "util.h"
 
-/* Queue of what the agent sent on one stream: records of u8 type, u32
- * length, payload. Each record is smaller than the credit its frame used
- * (length + SBX_FILE_FRAME_COST), so the ring never holds more than the
- * window. */
-#define RING_SIZE SBX_PROTO_INITIAL_WINDOW
-#define REC_HDR 5u
-/* Return consumed credit in batches. */
-#define WINDOW_BATCH (64u * 1024u)
-/* A stream with no frame from the agent for this long is broken. */
-#define STALL_MS 300000
 #define READ_DEFAULT_MAX ((size_t)64 << 20)
 #define LIST_MAX_ENTRIES (1u << 20)
 #define TREE_MAX_DEPTH 256
-
-struct sbx_xfer {
-	struct sbx_xfer *next;
-	struct sandbox *sb;
-	uint32_t stream;
-	uint8_t *ring;
-	size_t rpos, used;
-	uint32_t out_credit; /* bytes the agent may still send us */
-	uint32_t unacked;    /* consumed, not yet returned with WINDOW */
-	uint64_t in_credit;  /* bytes we may still send */
-	int64_t last_frame_ms;
-	int ended; /* END or ERROR arrived: the agent sends nothing more */
-	int err;   /* errno of an ERROR, else 0 */
-	char msg[256];
-};
-
-void sbx_volume_tag(size_t i, char *out, size_t cap)
-{
-	snprintf(out, cap, "sbxvol%zu", i);
-}
-
-/* ---- I/O thread side */
-
-struct sbx_xfer *sbx_xfer_find_locked(struct sandbox *sb, uint32_t stream)
-{
-	for (struct sbx_xfer *x = sb->xfers; x; x = x->next)
-		if (x->stream == stream)
-			return x;
-	return NULL;
-}
-
-static void ring_put(struct sbx_xfer *x, const uint8_t *p, size_t n)
-{
-	size_t wpos = (x->rpos + x->used) % RING_SIZE;
-	size_t first = n < RING_SIZE - wpos ? n : RING_SIZE - wpos;
-	memcpy(x->ring + wpos, p, first);
-	memcpy(x->ring, p + first, n - first);
-	x->used += n;
-}
-
-static void ring_get(struct sbx_xfer *x, uint8_t *p, size_t n)
-{
-	size_t first = n < RING_SIZE - x->rpos ? n : RING_SIZE - x->rpos;
-	memcpy(p, x->ring + x->rpos, first);
-	memcpy(p + first, x->ring, n - first);
-	x->rpos = (x->rpos + n) % RING_SIZE;
-	x->used -= n;
-}
-
-static int queue_frame(struct sbx_xfer *x, const struct sbx_frame_hdr *h, const uint8_t *pl,
-		       char *why, size_t cap)
-{
-	uint32_t cost = h->len + SBX_FILE_FRAME_COST;
-	if (cost > x->out_credit)
-		return snprintf(why, cap, "agent sent %u bytes on file stream %u with %u of credit",
-				cost, x->stream, x->out_credit),
-		       -1;
-	if (h->type == SBX_T_FILE_DATA && h->len == 0)
-		return snprintf(why, cap, "empty FILE_DATA"), -1;
-	struct sbx_file_entry e;
-	if (h->type == SBX_T_FILE_ENTRY && sbx_file_entry_decode(pl, h->len, &e))
-		return snprintf(why, cap, "malformed FILE_ENTRY"), -1;
-	if (REC_HDR + h->len > RING_SIZE - x->used)
-		return snprintf(why, cap, "file stream queue overflow"), -1; /* cannot happen */
-	x->out_credit -= cost;
-	uint8_t rh[REC_HDR] = {h->type, (uint8_t)h->len, (uint8_t)(h->len >> 8),
-			       (uint8_t)(h->len >> 16), (uint8_t)(h->len >> 24)};
-	ring_put(x, rh, REC_HDR);
-	ring_put(x, pl, h->len);
-	return 0;
-}
-
-int sbx_files_on_frame_locked(struct sandbox *sb, struct sbx_xfer *x, const struct sbx_frame_hdr *h,
-			      const uint8_t *pl, char *why, size_t cap)
-{
-	(void)sb;
-	struct sbx_rd r;
-	sbx_rd_init(&r, pl, h->len);
-	if (x->ended)
-		return snprintf(why, cap, "frame type 0x%02x after the end of file stream %u",
-				h->type, x->stream),
-		       -1;
-	x->last_frame_ms = sbx_now_ms();
-	switch (h->type) {
-	case SBX_T_FILE_ENTRY:
-	case SBX_T_FILE_DATA:
-		if (!x->ring && !(x->ring = malloc(RING_SIZE)))
-			return snprintf(why, cap, "out of memory"), -1;
-		return queue_frame(x, h, pl, why, cap);
-	case SBX_T_FILE_END:
-		if (h->len)
-			return snprintf(why, cap, "FILE_END with a payload"), -1;
-		x->ended = 1;
-		return 0;
-	case SBX_T_ERROR: {
-		int32_t err = (int32_t)sbx_rd_u32(&r);
-		uint32_t mlen;
-		const char *msg = sbx_rd_str(&r, &mlen);
-		if (!sbx_rd_done(&r))
-			return snprintf(why, cap, "bad ERROR frame"), -1;
-		x->err = err > 0 && err < 4096 ? err : EIO;
-		snprintf(x->msg, sizeof x->msg, "%.*s", (int)(mlen < 200 ? mlen : 200),
-			 msg ? msg : "");
-		x->ended = 1;
-		return 0;
-	}
-	case SBX_T_WINDOW: {
-		uint32_t n = sbx_rd_u32(&r);
-		if (!sbx_rd_done(&r))
-			return snprintf(why, cap, "bad WINDOW frame"), -1;
-		x->in_credit += n;
-		if (x->in_credit > (1ull << 32))
-			return snprintf(why, cap, "WINDOW overflow"), -1;
-		return 0;
-	}
-	}
-	return snprintf(why, cap, "unexpected frame type 0x%02x on file stream %u", h->type,
-			x->stream),
-	       -1;
-}
-
-/* ---- calling thread side */
-
-static int map_errno(int err)
-{
-	switch (err) {
-	case ENOENT: return SANDBOX_E_NOTFOUND;
-	case EISDIR: return SANDBOX_E_ISDIR;
-	case ENOTDIR: return SANDBOX_E_NOTDIR;
-	case EEXIST: return SANDBOX_E_EXISTS;
-	case EACCES:
-	case EPERM:
-	case EROFS: return SANDBOX_E_PERM;
-	case ENOSPC:
-	case EDQUOT: return SANDBOX_E_NOSPACE;
-	case ENOTEMPTY: return SANDBOX_E_NOTEMPTY;
-	case EFBIG: return SANDBOX_E_TOOBIG;
-	}
-	return SANDBOX_E_IO;
-}
-
-/* A violation found while interpreting a stream (order of entries, a
- * bad name): the agent is not to be trusted any more. */
-static int violation(struct sandbox *sb, const char *what)
-{
-	char reason[300];
-	snprintf(reason, sizeof reason, "protocol violation: %s", what);
-	pthread_mutex_lock(&sb->lock);
-	sbx_mark_dead_locked(sb, SANDBOX_E_PROTOCOL, reason);
-	pthread_mutex_unlock(&sb->lock);
-	sbx_kill_internal(sb, reason, 0);
-	return sbx_fail(SANDBOX_E_PROTOCOL, "sandbox %s: %s", sb->id, reason);
-}
 
 static int check_path(const char *path, const char *fn)
 {
@@ -213,246 +46,8 @@ static int check_call(sandbox_t *sb, const char *path, unsigned int flags, unsig
 	return check_path(path, fn);
 }
 
-struct sbx_xfer *sbx_xfer_new_locked(struct sandbox *sb)
-{
-	struct sbx_xfer *x = calloc(1, sizeof *x);
-	if (!x)
-		return NULL;
-	x->sb = sb;
-	x->out_credit = SBX_PROTO_INITIAL_WINDOW;
-	x->in_credit = SBX_PROTO_INITIAL_WINDOW;
-	x->last_frame_ms = sbx_now_ms();
-	x->stream = ++sb->next_stream;
-	x->next = sb->xfers;
-	sb->xfers = x;
-	return x;
-}
-
-void sbx_xfer_free_locked(struct sandbox *sb, struct sbx_xfer *x)
-{
-	for (struct sbx_xfer **pp = &sb->xfers; *pp; pp = &(*pp)->next) {
-		if (*pp == x) {
-			*pp = x->next;
-			break;
-		}
-	}
-	free(x->ring);
-	free(x);
-}
-
-int sbx_xfer_pop_locked(struct sbx_xfer *x, uint8_t *type, uint8_t *buf, uint32_t *len)
-{
-	if (!x->used)
-		return 0;
-	uint8_t rh[REC_HDR];
-	ring_get(x, rh, REC_HDR);
-	*type = rh[0];
-	*len =
-	    (uint32_t)rh[1] | (uint32_t)rh[2] << 8 | (uint32_t)rh[3] << 16 | (uint32_t)rh[4] << 24;
-	ring_get(x, buf, *len);
-	return 1;
-}
-
-size_t sbx_xfer_queued_locked(const struct sbx_xfer *x)
-{
-	return x->used;
-}
-
-static void xfer_close(struct sbx_xfer *x)
-{
-	if (!x)
-		return;
-	struct sandbox *sb = x->sb;
-	pthread_mutex_lock(&sb->lock);
-	sbx_xfer_free_locked(sb, x);
-	pthread_mutex_unlock(&sb->lock);
-	sbx_sandbox_unref(sb);
-}
-
-static int xfer_open(struct sandbox *sb, uint32_t op, uint32_t flags, uint32_t mode,
-		     const char *path, const char *arg, struct sbx_xfer **out)
-{
-	*out = NULL;
-	struct sbx_file_op_msg m = {.op = op,
-				    .flags = flags,
-				    .mode = mode,
-				    .path = path,
-				    .path_len = (uint32_t)strlen(path),
-				    .arg = arg,
-				    .arg_len = arg ? (uint32_t)strlen(arg) : 0};
-	uint8_t frame[2 * SBX_FILE_PATH_MAX + 64];
-	size_t flen = sbx_file_op_encode(frame, sizeof frame, &m);
-	if (!flen)
-		return sbx_fail(SANDBOX_E_INVAL, "path too long");
-	pthread_mutex_lock(&sb->lock);
-	if (sb->state != SBX_RUNNING) {
-		int rc = sbx_fail(SANDBOX_E_DEAD, "sandbox %s is not running: %s", sb->id,
-				  sb->dead_reason[0] ? sb->dead_reason : "not ready");
-		pthread_mutex_unlock(&sb->lock);
-		return rc;
-	}
-	struct sbx_xfer *x = sbx_xfer_new_locked(sb);
-	if (!x) {
-		pthread_mutex_unlock(&sb->lock);
-		return sbx_fail(SANDBOX_E_NOMEM, "file stream");
-	}
-	sbx_sandbox_ref(sb);
-	pthread_mutex_unlock(&sb->lock);
-	int rc = sbx_chan_send(sb, SBX_T_FILE_OP, x->stream, frame, flen);
-	if (rc) {
-		xfer_close(x);
-		return rc;
-	}
-	*out = x;
-	return 0;
-}
-
-/* The error a stream ended with (lock held). */
-static int stream_error_locked(struct sbx_xfer *x, const char *what, const char *path)
-{
-	if (x->sb->state == SBX_DEAD && !x->ended)
-		return sbx_dead_error_locked(x->sb);
-	return sbx_fail(map_errno(x->err), "%s '%.300s' in sandbox %s: %s", what, path, x->sb->id,
-			x->msg[0] ? x->msg : strerror(x->err));
-}
-
-/* Wait (lock held) for a record, the end, or death. Returns 0 when there
- * is something to look at, or an error after STALL_MS without a frame. */
-static int wait_agent_locked(struct sbx_xfer *x, int want_credit)
-{
-	struct sandbox *sb = x->sb;
-	for (;;) {
-		if (x->used || x->ended || sb->state == SBX_DEAD)
-			return 0;
-		if (want_credit && x->in_credit > SBX_FILE_FRAME_COST)
-			return 0;
-		int64_t deadline = x->last_frame_ms + STALL_MS;
-		if (sbx_wait_locked(sb, deadline) == ETIMEDOUT && !x->used && !x->ended &&
-		    sb->state != SBX_DEAD)
-			return SANDBOX_E_TIMEOUT;
-	}
-}
-
-static int stalled(struct sbx_xfer *x)
-{
-	sbx_kill_internal(x->sb, "the agent stopped answering a file stream", 0);
-	return sbx_fail(SANDBOX_E_TIMEOUT,
-			"the agent sent nothing on a file stream for %d s; "
-			"sandbox %s killed",
-			STALL_MS / 1000, x->sb->id);
-}
-
-/* Next record from the agent into buf (>= SBX_PROTO_MAX_PAYLOAD). Returns
- * 1 with *type and *len set, 0 at a successful end, or an error. */
-static int xfer_next(struct sbx_xfer *x, uint8_t *type, uint8_t *buf, uint32_t *len,
-		     const char *what, const char *path)
-{
-	struct sandbox *sb = x->sb;
-	pthread_mutex_lock(&sb->lock);
-	int rc = wait_agent_locked(x, 0);
-	if (rc == SANDBOX_E_TIMEOUT) {
-		pthread_mutex_unlock(&sb->lock);
-		return stalled(x);
-	}
-	if (x->err || (sb->state == SBX_DEAD && !x->ended)) {
-		rc = stream_error_locked(x, what, path);
-		pthread_mutex_unlock(&sb->lock);
-		return rc;
-	}
-	if (!x->used) { /* ended, everything consumed */
-		pthread_mutex_unlock(&sb->lock);
-		return 0;
-	}
-	sbx_xfer_pop_locked(x, type, buf, len);
-	x->unacked += *len + SBX_FILE_FRAME_COST;
-	uint32_t ack = 0;
-	if (!x->ended && (x->unacked >= WINDOW_BATCH || !x->used)) {
-		ack = x->unacked;
-		x->out_credit += ack;
-		x->unacked = 0;
-	}
-	pthread_mutex_unlock(&sb->lock);
-	if (ack)
-		sbx_chan_send_u32(sb, SBX_T_WINDOW, x->stream, ack);
-	return 1;
-}
-
-/* Wait for the final END (nothing else may come). */
-static int xfer_finish(struct sbx_xfer *x, const char *what, const char *path)
-{
-	uint8_t *sink = malloc(SBX_PROTO_MAX_PAYLOAD);
-	if (!sink)
-		return sbx_fail(SANDBOX_E_NOMEM, "file stream");
-	uint8_t type;
-	uint32_t len;
-	int rc = xfer_next(x, &type, sink, &len, what, path);
-	free(sink);
-	if (rc == 1)
-		return violation(x->sb, "unexpected data on a file stream");
-	return rc;
-}
-
-/* Stop a stream early and wait for the agent to acknowledge it. */
-static void xfer_cancel(struct sbx_xfer *x)
-{
-	uint8_t *sink = malloc(SBX_PROTO_MAX_PAYLOAD);
-	if (!sink || sbx_chan_send(x->sb, SBX_T_FILE_CANCEL, x->stream, NULL, 0)) {
-		free(sink);
-		return;
-	}
-	char saved[1024];
-	sbx_error_save(saved, sizeof saved);
-	uint8_t type;
-	uint32_t len;
-	while (xfer_next(x, &type, sink, &len, "cancel", "") == 1)
-		;
-	sbx_error_restore(saved);
-	free(sink);
-}
-
-/* Send one ENTRY or DATA frame, waiting for credit. */
-static int xfer_send(struct sbx_xfer *x, uint8_t type, const void *p, size_t len, const char *what,
-		     const char *path)
-{
-	struct sandbox *sb = x->sb;
-	uint32_t cost = (uint32_t)len + SBX_FILE_FRAME_COST;
-	pthread_mutex_lock(&sb->lock);
-	for (;;) {
-		if (x->ended && !x->err) {
-			pthread_mutex_unlock(&sb->lock);
-			return violation(sb, "the agent ended an upload early");
-		}
-		if (x->ended || sb->state == SBX_DEAD) {
-			int rc = stream_error_locked(x, what, path);
-			pthread_mutex_unlock(&sb->lock);
-			return rc;
-		}
-		if (x->in_credit >= cost)
-			break;
-		int64_t deadline = x->last_frame_ms + STALL_MS;
-		if (sbx_wait_locked(sb, deadline) == ETIMEDOUT && x->in_credit < cost &&
-		    !x->ended && sb->state != SBX_DEAD) {
-			pthread_mutex_unlock(&sb->lock);
-			return stalled(x);
-		}
-	}
-	x->in_credit -= cost;
-	pthread_mutex_unlock(&sb->lock);
-	return sbx_chan_send(sb, type, x->stream, p, len);
-}
-
 /* Largest data chunk: one full frame. */
 #define CHUNK SBX_PROTO_MAX_PAYLOAD
-
-static int send_entry(struct sbx_xfer *x, const struct sbx_file_entry *e, const char *what,
-		      const char *path)
-{
-	uint8_t buf[2 * SBX_FILE_PATH_MAX + 64];
-	size_t n = sbx_file_entry_encode(buf, sizeof buf, e);
-	if (!n)
-		return sbx_fail(SANDBOX_E_INVAL, "path too long: %.200s", e->name);
-	return xfer_send(x, SBX_T_FILE_ENTRY, buf, n, what, path);
-}
 
 /* ---- audit */
 
@@ -503,7 +98,7 @@ static int send_file_data(struct sbx_xfer *x, struct src *s, uint64_t *total, co
 				break;
 			}
 		}
-		if (n == 0 || (rc = xfer_send(x, SBX_T_FILE_DATA, p, (size_t)n, what, path)))
+		if (n == 0 || (rc = sbx_xfer_send(x, SBX_T_FILE_DATA, p, (size_t)n, what, path)))
 			break;
 		*total += (uint64_t)n;
 	}
@@ -558,14 +153,14 @@ static int upload_one(struct upload *u, int dfd, const char *name, size_t rel_le
 			return sbx_fail_errno(SANDBOX_E_IO, errno, "upload: readlink '%s'", u->rel);
 		target[t] = '\0';
 		struct sbx_file_entry e = entry_from_stat(&st, u->rel, target);
-		rc = send_entry(u->x, &e, "upload to", u->guest_path);
+		rc = sbx_xfer_send_entry(u->x, &e, "upload to", u->guest_path);
 	} else if (S_ISREG(st.st_mode)) {
 		int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (fd < 0)
 			return sbx_fail_errno(SANDBOX_E_IO, errno, "upload: cannot open '%s'",
 					      u->rel);
 		struct sbx_file_entry e = entry_from_stat(&st, u->rel, NULL);
-		rc = send_entry(u->x, &e, "upload to", u->guest_path);
+		rc = sbx_xfer_send_entry(u->x, &e, "upload to", u->guest_path);
 		struct src s = {.fd = fd};
 		if (!rc)
 			rc = send_file_data(u->x, &s, &u->total, "upload to", u->guest_path);
@@ -579,7 +174,7 @@ static int upload_one(struct upload *u, int dfd, const char *name, size_t rel_le
 			return sbx_fail_errno(SANDBOX_E_IO, errno, "upload: cannot open '%s'",
 					      u->rel);
 		struct sbx_file_entry e = entry_from_stat(&st, u->rel, NULL);
-		rc = send_entry(u->x, &e, "upload to", u->guest_path);
+		rc = sbx_xfer_send_entry(u->x, &e, "upload to", u->guest_path);
 		if (!rc)
 			rc = upload_dir(u, fd, len, depth + 1);
 		else
@@ -614,14 +209,14 @@ static int put(struct sandbox *sb, const char *guest_path, unsigned int flags, c
 {
 	struct sbx_xfer *x;
 	uint32_t fl = (flags & SANDBOX_FILE_PARENTS) ? SBX_FOP_F_PARENTS : 0;
-	int rc = xfer_open(sb, SBX_FOP_PUT, fl, 0, guest_path, NULL, &x);
+	int rc = sbx_xfer_open(sb, SBX_FOP_PUT, fl, 0, guest_path, NULL, &x);
 	if (rc) {
 		if (dirfd_ >= 0)
 			close(dirfd_);
 		return rc;
 	}
 	struct sbx_file_entry e = entry_from_stat(st, "", NULL);
-	rc = send_entry(x, &e, what, guest_path);
+	rc = sbx_xfer_send_entry(x, &e, what, guest_path);
 	if (!rc && file) {
 		rc = send_file_data(x, file, total, what, guest_path);
 	} else if (!rc && dirfd_ >= 0) {
@@ -633,20 +228,18 @@ static int put(struct sandbox *sb, const char *guest_path, unsigned int flags, c
 	if (dirfd_ >= 0)
 		close(dirfd_);
 	if (!rc)
-		rc = sbx_chan_send(sb, SBX_T_FILE_END, x->stream, NULL, 0);
+		rc = sbx_chan_send(sb, SBX_T_FILE_END, sbx_xfer_stream(x), NULL, 0);
 	if (!rc) {
-		rc = xfer_finish(x, what, guest_path);
+		rc = sbx_xfer_finish(x, what, guest_path);
 	} else if (rc != SANDBOX_E_PROTOCOL && rc != SANDBOX_E_DEAD && rc != SANDBOX_E_TIMEOUT) {
 		char saved[1024];
 		sbx_error_save(saved, sizeof saved);
-		pthread_mutex_lock(&sb->lock);
-		int ended = x->ended;
-		pthread_mutex_unlock(&sb->lock);
+		int ended = sbx_xfer_ended(x);
 		if (!ended)
-			xfer_cancel(x);
+			sbx_xfer_cancel(x);
 		sbx_error_restore(saved);
 	}
-	xfer_close(x);
+	sbx_xfer_close(x);
 	return rc;
 }
 
@@ -798,7 +391,7 @@ static int create_in_tree(struct download *d, const struct sbx_file_entry *e)
 static int create_root(struct download *d, const struct sbx_file_entry *e)
 {
 	if (e->name_len != 0)
-		return violation(d->sb, "the first entry of a download is not its root");
+		return sbx_xfer_violation(d->sb, "the first entry of a download is not its root");
 	const char *hp = d->host_path;
 	if (e->type == SBX_FT_FILE) {
 		d->file =
@@ -834,7 +427,8 @@ static int on_download_entry(struct download *d, const uint8_t *pl, uint32_t len
 {
 	struct sbx_file_entry e;
 	if (sbx_file_entry_decode(pl, len, &e))
-		return violation(d->sb, "malformed FILE_ENTRY"); /* checked by the I/O thread */
+		return sbx_xfer_violation(d->sb,
+					  "malformed FILE_ENTRY"); /* checked by the I/O thread */
 	if (d->file >= 0) {
 		close(d->file);
 		d->file = -1;
@@ -842,9 +436,10 @@ static int on_download_entry(struct download *d, const uint8_t *pl, uint32_t len
 	if (first)
 		return create_root(d, &e);
 	if (!d->is_tree)
-		return violation(d->sb, "a second entry in a download of a single file");
+		return sbx_xfer_violation(d->sb, "a second entry in a download of a single file");
 	if (!sbx_file_rel_name_ok(e.name, e.name_len))
-		return violation(d->sb, "a download entry name that is absolute or has '..'");
+		return sbx_xfer_violation(d->sb,
+					  "a download entry name that is absolute or has '..'");
 	if (e.type == SBX_FT_OTHER)
 		return 0;
 	return create_in_tree(d, &e);
@@ -869,12 +464,12 @@ static int download_loop(struct sbx_xfer *x, struct download *d, uint8_t *buf)
 	int first = 1, rc;
 	uint8_t type;
 	uint32_t len;
-	while ((rc = xfer_next(x, &type, buf, &len, "download", d->guest_path)) == 1) {
+	while ((rc = sbx_xfer_next(x, &type, buf, &len, "download", d->guest_path)) == 1) {
 		if (type == SBX_T_FILE_ENTRY) {
 			rc = on_download_entry(d, buf, len, first);
 			first = 0;
 		} else if (d->file < 0) {
-			rc = violation(d->sb, "FILE_DATA without a file entry");
+			rc = sbx_xfer_violation(d->sb, "FILE_DATA without a file entry");
 		} else {
 			int w = write_all_fd(d->file, buf, len);
 			rc = w ? sbx_fail_errno(SANDBOX_E_IO, -w,
@@ -886,7 +481,7 @@ static int download_loop(struct sbx_xfer *x, struct download *d, uint8_t *buf)
 			return rc;
 	}
 	if (!rc && first)
-		return violation(d->sb, "a download without any entry");
+		return sbx_xfer_violation(d->sb, "a download without any entry");
 	return rc;
 }
 
@@ -908,23 +503,21 @@ SANDBOX_API int sandbox_file_download(sandbox_t *sb, const char *guest_path, con
 	if (!buf)
 		return sbx_fail(SANDBOX_E_NOMEM, "download buffer");
 	struct sbx_xfer *x;
-	rc = xfer_open(sb, SBX_FOP_GET, 0, 0, guest_path, NULL, &x);
+	rc = sbx_xfer_open(sb, SBX_FOP_GET, 0, 0, guest_path, NULL, &x);
 	struct download d = {
 	    .sb = sb, .guest_path = guest_path, .host_path = host_path, .root = -1, .file = -1};
 	if (!rc) {
 		rc = download_loop(x, &d, buf);
 		if (rc && rc != SANDBOX_E_PROTOCOL && rc != SANDBOX_E_DEAD &&
 		    rc != SANDBOX_E_TIMEOUT) {
-			pthread_mutex_lock(&sb->lock);
-			int ended = x->ended;
-			pthread_mutex_unlock(&sb->lock);
+			int ended = sbx_xfer_ended(x);
 			char saved[1024];
 			sbx_error_save(saved, sizeof saved);
 			if (!ended)
-				xfer_cancel(x);
+				sbx_xfer_cancel(x);
 			sbx_error_restore(saved);
 		}
-		xfer_close(x);
+		sbx_xfer_close(x);
 	}
 	if (d.file >= 0 && close(d.file) != 0 && !rc)
 		rc = sbx_fail_errno(SANDBOX_E_IO, errno, "download: closing '%.300s'", host_path);
@@ -946,12 +539,13 @@ static int read_loop(struct sbx_xfer *x, const char *path, size_t max, uint8_t *
 	uint8_t type;
 	uint32_t len;
 	size_t cap = 0;
-	while ((rc = xfer_next(x, &type, buf, &len, "read", path)) == 1) {
+	while ((rc = sbx_xfer_next(x, &type, buf, &len, "read", path)) == 1) {
 		if (type == SBX_T_FILE_ENTRY) {
 			struct sbx_file_entry e;
 			if (!first || sbx_file_entry_decode(buf, len, &e) || e.name_len ||
 			    e.type != SBX_FT_FILE)
-				return violation(x->sb, "bad FILE_ENTRY in a read");
+				return sbx_xfer_violation(sbx_xfer_sandbox(x),
+							  "bad FILE_ENTRY in a read");
 			first = 0;
 			if (e.size > max)
 				return sbx_fail(
@@ -961,7 +555,8 @@ static int read_loop(struct sbx_xfer *x, const char *path, size_t max, uint8_t *
 			continue;
 		}
 		if (first)
-			return violation(x->sb, "FILE_DATA before FILE_ENTRY");
+			return sbx_xfer_violation(sbx_xfer_sandbox(x),
+						  "FILE_DATA before FILE_ENTRY");
 		if (len > max - *out_len)
 			return sbx_fail(SANDBOX_E_TOOBIG, "'%.300s' grew beyond the limit of %zu",
 					path, max);
@@ -981,7 +576,7 @@ static int read_loop(struct sbx_xfer *x, const char *path, size_t max, uint8_t *
 		*out_len += len;
 	}
 	if (!rc && first)
-		return violation(x->sb, "a read without a file entry");
+		return sbx_xfer_violation(sbx_xfer_sandbox(x), "a read without a file entry");
 	return rc;
 }
 
@@ -1003,12 +598,12 @@ SANDBOX_API int sandbox_file_read(sandbox_t *sb, const char *path, void **data, 
 	struct sbx_xfer *x;
 	uint8_t *out = NULL;
 	size_t out_len = 0;
-	rc = xfer_open(sb, SBX_FOP_GET, SBX_FOP_F_REGULAR, 0, path, NULL, &x);
+	rc = sbx_xfer_open(sb, SBX_FOP_GET, SBX_FOP_F_REGULAR, 0, path, NULL, &x);
 	if (!rc) {
 		rc = read_loop(x, path, max, &out, &out_len, buf);
 		if (rc == SANDBOX_E_TOOBIG || rc == SANDBOX_E_NOMEM)
-			xfer_cancel(x);
-		xfer_close(x);
+			sbx_xfer_cancel(x);
+		sbx_xfer_close(x);
 	}
 	free(buf);
 	audit_file(sb, "file.read", path, NULL, out_len, rc);
@@ -1069,7 +664,7 @@ SANDBOX_API int sandbox_file_stat(sandbox_t *sb, const char *path, sandbox_file_
 		return rc;
 	struct sbx_xfer *x;
 	uint32_t fl = (flags & SANDBOX_FILE_NOFOLLOW) ? SBX_FOP_F_NOFOLLOW : 0;
-	if ((rc = xfer_open(sb, SBX_FOP_STAT, fl, 0, path, NULL, &x)))
+	if ((rc = sbx_xfer_open(sb, SBX_FOP_STAT, fl, 0, path, NULL, &x)))
 		return rc;
 	uint8_t *buf = malloc(SBX_PROTO_MAX_PAYLOAD);
 	sandbox_file_info_t *out = calloc(1, sizeof *out);
@@ -1078,15 +673,15 @@ SANDBOX_API int sandbox_file_stat(sandbox_t *sb, const char *path, sandbox_file_
 	struct sbx_file_entry e;
 	if (!buf || !out)
 		rc = sbx_fail(SANDBOX_E_NOMEM, "stat");
-	else if ((rc = xfer_next(x, &type, buf, &len, "stat", path)) == 1)
+	else if ((rc = sbx_xfer_next(x, &type, buf, &len, "stat", path)) == 1)
 		rc = type != SBX_T_FILE_ENTRY || sbx_file_entry_decode(buf, len, &e) || e.name_len
-			 ? violation(sb, "bad STAT reply")
+			 ? sbx_xfer_violation(sb, "bad STAT reply")
 			 : info_set(out, &e, path, strlen(path));
 	else if (rc == 0)
-		rc = violation(sb, "STAT reply without an entry");
+		rc = sbx_xfer_violation(sb, "STAT reply without an entry");
 	if (!rc)
-		rc = xfer_finish(x, "stat", path);
-	xfer_close(x);
+		rc = sbx_xfer_finish(x, "stat", path);
+	sbx_xfer_close(x);
 	free(buf);
 	if (rc) {
 		sandbox_file_info_free(out, 1);
@@ -1114,11 +709,11 @@ static int list_loop(struct sbx_xfer *x, const char *path, sandbox_file_info_t *
 	uint8_t type;
 	uint32_t len;
 	int rc;
-	while ((rc = xfer_next(x, &type, buf, &len, "list", path)) == 1) {
+	while ((rc = sbx_xfer_next(x, &type, buf, &len, "list", path)) == 1) {
 		struct sbx_file_entry e;
 		if (type != SBX_T_FILE_ENTRY || sbx_file_entry_decode(buf, len, &e) ||
 		    !sbx_file_list_name_ok(&e))
-			return violation(x->sb, "bad LIST entry");
+			return sbx_xfer_violation(sbx_xfer_sandbox(x), "bad LIST entry");
 		if (*n == LIST_MAX_ENTRIES)
 			return sbx_fail(SANDBOX_E_TOOBIG, "'%.300s' has more than %u entries", path,
 					LIST_MAX_ENTRIES);
@@ -1150,15 +745,15 @@ SANDBOX_API int sandbox_file_list(sandbox_t *sb, const char *path, sandbox_file_
 	if (rc)
 		return rc;
 	struct sbx_xfer *x;
-	if ((rc = xfer_open(sb, SBX_FOP_LIST, 0, 0, path, NULL, &x)))
+	if ((rc = sbx_xfer_open(sb, SBX_FOP_LIST, 0, 0, path, NULL, &x)))
 		return rc;
 	uint8_t *buf = malloc(SBX_PROTO_MAX_PAYLOAD);
 	sandbox_file_info_t *arr = NULL;
 	size_t n = 0;
 	rc = buf ? list_loop(x, path, &arr, &n, buf) : sbx_fail(SANDBOX_E_NOMEM, "list");
 	if (rc == SANDBOX_E_TOOBIG || rc == SANDBOX_E_NOMEM)
-		xfer_cancel(x);
-	xfer_close(x);
+		sbx_xfer_cancel(x);
+	sbx_xfer_close(x);
 	free(buf);
 	if (rc) {
 		sandbox_file_info_free(arr, n);
@@ -1175,11 +770,11 @@ static int simple_op(struct sandbox *sb, uint32_t op, uint32_t flags, uint32_t m
 		     const char *path, const char *arg, const char *what)
 {
 	struct sbx_xfer *x;
-	int rc = xfer_open(sb, op, flags, mode, path, arg, &x);
+	int rc = sbx_xfer_open(sb, op, flags, mode, path, arg, &x);
 	if (rc)
 		return rc;
-	rc = xfer_finish(x, what, path);
-	xfer_close(x);
+	rc = sbx_xfer_finish(x, what, path);
+	sbx_xfer_close(x);
 	return rc;
 }
 
@@ -1209,93 +804,4 @@ SANDBOX_API int sandbox_file_remove(sandbox_t *sb, const char *path, unsigned in
 	rc = simple_op(sb, SBX_FOP_REMOVE, fl, 0, path, NULL, "remove");
 	audit_file(sb, "file.remove", path, NULL, 0, rc);
 	return rc;
-}
-
-/* Parents first: a volume nested in another is mounted after it. */
-static int by_depth(const void *a, const void *b)
-{
-	const sandbox_volume_t *va = *(const sandbox_volume_t *const *)a;
-	const sandbox_volume_t *vb = *(const sandbox_volume_t *const *)b;
-	size_t la = strlen(va->guest_path), lb = strlen(vb->guest_path);
-	return la < lb ? -1 : la > lb;
-}
-
-int sbx_files_mount_volumes(struct sandbox *sb, const sandbox_options_t *o)
-{
-	const sandbox_volume_t *order[SBX_MAX_VOLUMES];
-	size_t n = o->volumes_count < SBX_MAX_VOLUMES ? o->volumes_count : SBX_MAX_VOLUMES;
-	for (size_t i = 0; i < n; i++)
-		order[i] = &o->volumes[i];
-	qsort(order, n, sizeof order[0], by_depth);
-	for (size_t k = 0; k < n; k++) {
-		size_t i = (size_t)(order[k] - o->volumes);
-		char tag[16];
-		sbx_volume_tag(i, tag, sizeof tag);
-		uint32_t fl =
-		    (o->volumes[i].flags & SANDBOX_VOLUME_READONLY) ? SBX_FOP_F_READONLY : 0;
-		int rc = simple_op(sb, SBX_FOP_MOUNT, fl, 0, o->volumes[i].guest_path, tag,
-				   "mount a volume at");
-		if (rc) {
-			char saved[1024];
-			sbx_error_save(saved, sizeof saved);
-			return sbx_fail(rc,
-					"volumes[%zu] (%.200s): %s (the QEMU user must be able "
-					"to read the host directory, and write it unless "
-					"read-only)",
-					i, o->volumes[i].host_path, saved);
-		}
-	}
-	return 0;
-}
-
-/* QEMU opens each volume as its own unprivileged user, and a directory it
- * cannot open makes the whole VM fail to start with a libvirt error.
- * Check first, as that user (uid, gid and supplementary groups, the way
- * libvirt starts QEMU), in a child process: a clear message, and no VM
- * started in vain. */
-static int qemu_user_can_access(const struct sbx_runtime *rt, const char *path, int mode)
-{
-	struct passwd pw, *res = NULL;
-	char pwbuf[1024];
-	gid_t groups[64];
-	int ngroups = 64;
-	if (getpwuid_r(rt->qemu_uid, &pw, pwbuf, sizeof pwbuf, &res) != 0 || !res ||
-	    getgrouplist(pw.pw_name, rt->qemu_gid, groups, &ngroups) < 0)
-		ngroups = 0;
-	pid_t pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		/* only system calls from here: the parent has other threads */
-		if (setgroups((size_t)ngroups, groups) != 0 || setgid(rt->qemu_gid) != 0 ||
-		    setuid(rt->qemu_uid) != 0)
-			_exit(2);
-		_exit(access(path, mode) == 0 ? 0 : 1);
-	}
-	int st;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 2;
-}
-
-int sbx_volumes_check_access(const struct sbx_runtime *rt, const sandbox_options_t *o)
-{
-	if (rt->qemu_uid == (uid_t)-1)
-		return 0; /* QEMU runs as the caller, who passed the checks */
-	for (size_t i = 0; i < o->volumes_count; i++) {
-		const sandbox_volume_t *v = &o->volumes[i];
-		int ro = !!(v->flags & SANDBOX_VOLUME_READONLY);
-		int r = qemu_user_can_access(rt, v->host_path, R_OK | X_OK | (ro ? 0 : W_OK));
-		if (r < 0)
-			return sbx_fail_errno(SANDBOX_E_IO, -r, "volumes[%zu]: cannot check access",
-					      i);
-		if (r)
-			return sbx_fail(SANDBOX_E_PERM,
-					"volumes[%zu]: host_path '%.200s' is not %s by the QEMU "
-					"user (uid %u), which serves it to the guest",
-					i, v->host_path, ro ? "readable" : "readable and writable",
-					(unsigned)rt->qemu_uid);
-	}
-	return 0;
 }

@@ -15,6 +15,7 @@
 #include "accel.h"
 #include "domain_xml.h"
 #include "error.h"
+#include "files.h"
 #include "image.h"
 #include "options.h"
 #include "runtime.h"

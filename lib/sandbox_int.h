@@ -117,32 +117,7 @@ void sbx_proc_free_locked(struct sandbox_proc *p);
 /* Fail every pending proc (sandbox died). */
 void sbx_procs_fail_locked(struct sandbox *sb);
 
-/* files.c */
-/* The 9p mount tag of volume i ("sbxvolN"). */
-void sbx_volume_tag(size_t i, char *out, size_t cap);
-/* Before the VM starts: QEMU's user can read (and for read-write
- * volumes write) every volume's host directory. */
-int sbx_volumes_check_access(const struct sbx_runtime *rt, const sandbox_options_t *o);
-/* After HELLO: have the agent mount every volume; fails create if any
- * mount fails. */
-int sbx_files_mount_volumes(struct sandbox *sb, const sandbox_options_t *o);
-/* Lock held: a new file stream with the next id, linked into sb->xfers;
- * its unlinking and freeing; taking its next queued record (1, or 0 when
- * empty; buf holds SBX_PROTO_MAX_PAYLOAD) and the bytes queued. Used by
- * files.c and the fuzz target. */
-struct sbx_xfer *sbx_xfer_new_locked(struct sandbox *sb);
-void sbx_xfer_free_locked(struct sandbox *sb, struct sbx_xfer *x);
-int sbx_xfer_pop_locked(struct sbx_xfer *x, uint8_t *type, uint8_t *buf, uint32_t *len);
-size_t sbx_xfer_queued_locked(const struct sbx_xfer *x);
-/* Entry names from the guest: a relative path inside a downloaded tree
- * (no empty, "." or ".." component, not absolute), and one listed name. */
-int sbx_file_rel_name_ok(const char *p, size_t n);
-int sbx_file_list_name_ok(const struct sbx_file_entry *e);
-/* I/O thread, lock held: the file stream `stream`, or NULL. */
-struct sbx_xfer *sbx_xfer_find_locked(struct sandbox *sb, uint32_t stream);
-/* I/O thread, lock held: one frame for a file stream. 0, or -1 with a
- * protocol violation described in why. */
-int sbx_files_on_frame_locked(struct sandbox *sb, struct sbx_xfer *x, const struct sbx_frame_hdr *h,
-			      const uint8_t *pl, char *why, size_t cap);
+/* files.h: file streams (xfer.c), the files API (files.c), volumes
+ * (volumes.c). */
 
 #endif

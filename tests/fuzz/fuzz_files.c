@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "files.h"
 #include "sandbox_int.h"
 
 #define RBUF (SBX_PROTO_HDR_SIZE + SBX_PROTO_MAX_PAYLOAD)
