@@ -372,7 +372,8 @@ SANDBOX_API int sandbox_file_stat(sandbox_t *sb, const char *path, sandbox_file_
 
 /* Entries of a directory ("." and ".." left out, in no particular order).
  * Free with sandbox_file_info_free(*entries, *count). At most 1048576
- * entries (else SANDBOX_E_TOOBIG). flags: must be 0. Thread-safe. */
+ * entries and 128 MiB in all (else SANDBOX_E_TOOBIG). flags: must be 0.
+ * Thread-safe. */
 SANDBOX_API int sandbox_file_list(sandbox_t *sb, const char *path, sandbox_file_info_t **entries,
 				  size_t *count, unsigned int flags);
 

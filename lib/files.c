@@ -24,6 +24,7 @@
 
 #define READ_DEFAULT_MAX ((size_t)64 << 20)
 #define LIST_MAX_ENTRIES (1u << 20)
+#define LIST_MAX_BYTES (128u << 20)
 #define TREE_MAX_DEPTH 256
 
 static int check_path(const char *path, const char *fn)
@@ -705,7 +706,7 @@ int sbx_file_list_name_ok(const struct sbx_file_entry *e)
 static int list_loop(struct sbx_xfer *x, const char *path, sandbox_file_info_t **arr, size_t *n,
 		     uint8_t *buf)
 {
-	size_t cap = 0;
+	size_t cap = 0, bytes = 0;
 	uint8_t type;
 	uint32_t len;
 	int rc;
@@ -714,9 +715,12 @@ static int list_loop(struct sbx_xfer *x, const char *path, sandbox_file_info_t *
 		if (type != SBX_T_FILE_ENTRY || sbx_file_entry_decode(buf, len, &e) ||
 		    !sbx_file_list_name_ok(&e))
 			return sbx_xfer_violation(sbx_xfer_sandbox(x), "bad LIST entry");
-		if (*n == LIST_MAX_ENTRIES)
-			return sbx_fail(SANDBOX_E_TOOBIG, "'%.300s' has more than %u entries", path,
-					LIST_MAX_ENTRIES);
+		/* the guest chooses the count and the lengths: bound both */
+		bytes += sizeof **arr + e.name_len + e.target_len + 2;
+		if (*n == LIST_MAX_ENTRIES || bytes > LIST_MAX_BYTES)
+			return sbx_fail(SANDBOX_E_TOOBIG,
+					"the listing of '%.300s' is over %u entries or %u MiB",
+					path, LIST_MAX_ENTRIES, LIST_MAX_BYTES >> 20);
 		if (*n == cap) {
 			size_t nc = cap ? cap * 2 : 64;
 			sandbox_file_info_t *na = realloc(*arr, nc * sizeof *na);
