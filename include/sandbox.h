@@ -52,7 +52,13 @@ typedef enum sandbox_error {
 	SANDBOX_E_BUSY = -15,	    /* state directory used by another process */
 	SANDBOX_E_ACCEL = -16,	    /* requested accelerator not usable here */
 	SANDBOX_E_PERM = -17,	    /* permission denied */
-	SANDBOX_E_ABORTED = -18	    /* an output callback asked to stop */
+	SANDBOX_E_ABORTED = -18,    /* an output callback asked to stop */
+	SANDBOX_E_ISDIR = -19,	    /* is a directory (a file was expected) */
+	SANDBOX_E_NOTDIR = -20,	    /* not a directory (a directory was expected) */
+	SANDBOX_E_EXISTS = -21,	    /* already exists */
+	SANDBOX_E_NOSPACE = -22,    /* no space left (guest disk or volume) */
+	SANDBOX_E_NOTEMPTY = -23,   /* directory not empty */
+	SANDBOX_E_TOOBIG = -24	    /* larger than the caller's limit */
 } sandbox_error_t;
 
 /* Static English text for a code. Never NULL. Thread-safe. */
@@ -146,7 +152,9 @@ typedef struct sandbox_options {
 	 * IP pattern naming them. The VM has no network card: its only way
 	 * out is the sandbox's proxy thread in this process. */
 	const char *const *allow_net;
-	/* Host directories shared into the guest (not supported yet). */
+	/* Host directories shared into the guest (at most 16; see
+	 * sandbox_volume_t). The QEMU user (libvirt-qemu) must be able to
+	 * read the directory, and write it unless READONLY. */
 	const sandbox_volume_t *volumes;
 	size_t volumes_count;
 	/* Seconds to wait for the guest agent after start; default 120. */
@@ -334,6 +342,96 @@ SANDBOX_API uint64_t sandbox_result_output_total(const sandbox_result_t *r, int 
 /* Wall time from start to end, in milliseconds. */
 SANDBOX_API double sandbox_result_duration_ms(const sandbox_result_t *r);
 SANDBOX_API void sandbox_result_free(sandbox_result_t *r);
+
+/* ------------------------------------------------------------------ files */
+
+/* Paths in the guest are used as given (absolute, or relative to "/").
+ * Host paths name only what the call may touch: the source of an upload,
+ * the destination of a download. Transfers are streamed with flow
+ * control: host memory stays bounded whatever the size. Errors from the
+ * guest map to SANDBOX_E_NOTFOUND, _ISDIR, _NOTDIR, _EXISTS, _PERM,
+ * _NOSPACE, _NOTEMPTY; other guest failures to SANDBOX_E_IO, with detail
+ * in sandbox_last_error(). */
+
+/* Flags of the file calls (each call lists the ones it accepts). */
+#define SANDBOX_FILE_PARENTS 0x1u   /* create missing parent directories */
+#define SANDBOX_FILE_RECURSIVE 0x2u /* remove: a whole directory tree */
+#define SANDBOX_FILE_NOFOLLOW 0x4u  /* stat: do not follow a final symlink */
+
+/* File types in sandbox_file_info_t */
+#define SANDBOX_FILE_REGULAR 1
+#define SANDBOX_FILE_DIRECTORY 2
+#define SANDBOX_FILE_SYMLINK 3
+#define SANDBOX_FILE_OTHER 4 /* device, fifo or socket */
+
+/* One file's metadata (frozen element struct). Strings are owned by the
+ * array they came in. */
+typedef struct sandbox_file_info {
+	const char *name;	 /* entry name in a listing; the path for stat */
+	int type;		 /* SANDBOX_FILE_* */
+	unsigned int mode;	 /* permission bits (07777) */
+	uint64_t size;		 /* bytes */
+	int64_t mtime;		 /* seconds since the epoch */
+	uint32_t uid, gid;	 /* owner in the guest */
+	const char *link_target; /* symlinks: the target; else NULL */
+} sandbox_file_info_t;
+
+/* Write len bytes to a file in the guest, creating or truncating it, and
+ * set its permission bits to mode (0: 0644). flags: SANDBOX_FILE_PARENTS.
+ * Thread-safe. */
+SANDBOX_API int sandbox_file_write(sandbox_t *sb, const char *path, const void *data, size_t len,
+				   unsigned int mode, unsigned int flags);
+
+/* Read a regular file into *data (malloc'd, free with sandbox_buffer_free;
+ * NULL when empty) and *len. A file larger than max_len bytes fails with
+ * SANDBOX_E_TOOBIG (max_len 0: 64 MiB). flags: must be 0. Thread-safe. */
+SANDBOX_API int sandbox_file_read(sandbox_t *sb, const char *path, void **data, size_t *len,
+				  size_t max_len, unsigned int flags);
+
+/* Free a buffer returned by sandbox_file_read. NULL is a no-op.
+ * Thread-safe. */
+SANDBOX_API void sandbox_buffer_free(void *data);
+
+/* Metadata of one path into *info (one element; free with
+ * sandbox_file_info_free(info, 1)). flags: SANDBOX_FILE_NOFOLLOW.
+ * Thread-safe. */
+SANDBOX_API int sandbox_file_stat(sandbox_t *sb, const char *path, sandbox_file_info_t **info,
+				  unsigned int flags);
+
+/* Entries of a directory ("." and ".." left out, in no particular order).
+ * Free with sandbox_file_info_free(*entries, *count). At most 1048576
+ * entries and 128 MiB in all (else SANDBOX_E_TOOBIG). flags: must be 0.
+ * Thread-safe. */
+SANDBOX_API int sandbox_file_list(sandbox_t *sb, const char *path, sandbox_file_info_t **entries,
+				  size_t *count, unsigned int flags);
+
+/* Free what sandbox_file_stat / sandbox_file_list returned. Thread-safe. */
+SANDBOX_API void sandbox_file_info_free(sandbox_file_info_t *info, size_t count);
+
+/* Make a directory (mode 0: 0755). flags: SANDBOX_FILE_PARENTS (like
+ * mkdir -p: no error if it exists). Thread-safe. */
+SANDBOX_API int sandbox_file_mkdir(sandbox_t *sb, const char *path, unsigned int mode,
+				   unsigned int flags);
+
+/* Remove a file, symlink or empty directory. flags:
+ * SANDBOX_FILE_RECURSIVE (a whole tree, symlinks not followed).
+ * Thread-safe. */
+SANDBOX_API int sandbox_file_remove(sandbox_t *sb, const char *path, unsigned int flags);
+
+/* Copy a host file or directory tree into the guest at guest_path (a
+ * file is created or replaced; a directory is created or merged into).
+ * Symlinks inside a tree are copied as symlinks; other special files are
+ * skipped. flags: SANDBOX_FILE_PARENTS. Thread-safe. */
+SANDBOX_API int sandbox_file_upload(sandbox_t *sb, const char *host_path, const char *guest_path,
+				    unsigned int flags);
+
+/* Copy a guest file or directory tree out to host_path, which must not
+ * exist (its parent must). Nothing outside host_path is touched: guest
+ * symlinks become symlinks (never followed on the host) and entry names
+ * are checked; devices, fifos and sockets are skipped. On failure what was
+ * created at host_path is removed. flags: must be 0. Thread-safe. */
+SANDBOX_API int sandbox_file_download(sandbox_t *sb, const char *guest_path, const char *host_path,
+				      unsigned int flags);
 
 #ifdef __cplusplus
 }

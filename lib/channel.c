@@ -17,6 +17,7 @@
 
 #include "error.h"
 #include "proxy.h"
+#include "files.h"
 #include "sandbox_int.h"
 #include "util.h"
 
@@ -198,6 +199,9 @@ static int on_output(struct sandbox_proc *p, int stream, const uint8_t *data, ui
 static int on_stream_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, const uint8_t *pl,
 			   char *why, size_t cap)
 {
+	struct sbx_xfer *x = sbx_xfer_find_locked(sb, h->stream);
+	if (x)
+		return sbx_files_on_frame_locked(sb, x, h, pl, why, cap);
 	struct sandbox_proc *p = find_proc(sb, h->stream);
 	if (!p)
 		return snprintf(why, cap, "frame type 0x%02x for stream %u, which is not open",

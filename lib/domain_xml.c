@@ -49,6 +49,26 @@ static void root_bus_slot(xmlNodePtr n, const char *slot)
 	attr(a, "function", "0x0");
 }
 
+/* virtio-9p with QEMU's "local" driver. accessmode squash (QEMU's
+ * security_model=none): QEMU runs as its unprivileged user, so it cannot
+ * give files other owners; ownership changes are ignored instead of
+ * failing. <readonly/> makes QEMU refuse every write itself (readonly=on
+ * on the fsdev), whatever the guest does. */
+static void add_filesystem(xmlNodePtr dev, const struct sbx_domain_fs *f, unsigned int slot)
+{
+	char slotstr[8];
+	xmlNodePtr fs = child(dev, "filesystem", NULL);
+	attr(fs, "type", "mount");
+	attr(fs, "accessmode", "squash");
+	attr(child(fs, "driver", NULL), "type", "path");
+	attr(child(fs, "source", NULL), "dir", f->host_path);
+	attr(child(fs, "target", NULL), "dir", f->tag);
+	if (f->readonly)
+		child(fs, "readonly", NULL);
+	snprintf(slotstr, sizeof slotstr, "0x%02x", slot);
+	root_bus_slot(fs, slotstr);
+}
+
 static void add_devices(xmlNodePtr dom, const struct sbx_domain_spec *s)
 {
 	xmlNodePtr dev = child(dom, "devices", NULL);
@@ -93,6 +113,9 @@ static void add_devices(xmlNodePtr dom, const struct sbx_domain_spec *s)
 	xmlNodePtr ct = child(ch, "target", NULL);
 	attr(ct, "type", "virtio");
 	attr(ct, "name", "org.libsandbox.agent");
+
+	for (size_t i = 0; i < s->fs_count; i++)
+		add_filesystem(dev, &s->fs[i], 0x04 + (unsigned int)i);
 
 	xmlNodePtr usb = child(dev, "controller", NULL);
 	attr(usb, "type", "usb");

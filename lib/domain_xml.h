@@ -2,9 +2,18 @@
 #ifndef SBX_DOMAIN_XML_H
 #define SBX_DOMAIN_XML_H
 
+#include <stddef.h>
+
 #define SBX_XML_NS "urn:libsandbox:domain:1"
 /* Guest CPU model under TCG (bench/floor/floor.py uses the same). */
 #define SBX_TCG_CPU_MODEL "Nehalem"
+
+/* A host directory shared over virtio-9p (doc/design.md: "Volumes"). */
+struct sbx_domain_fs {
+	const char *host_path;
+	const char *tag; /* 9p mount tag the agent mounts by */
+	int readonly;
+};
 
 struct sbx_domain_spec {
 	const char *name;
@@ -19,6 +28,8 @@ struct sbx_domain_spec {
 	const char *agent_socket;
 	const char *console_log;
 	const char *state_dir; /* recorded in metadata to recognise our domains */
+	const struct sbx_domain_fs *fs;
+	size_t fs_count; /* at most 16: PCI slots 0x04..0x13 */
 };
 
 /* Returns malloc'd XML or NULL (error set). */

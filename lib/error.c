@@ -30,6 +30,12 @@ SANDBOX_API const char *sandbox_strerror(int code)
 	case SANDBOX_E_ACCEL: return "accelerator not usable";
 	case SANDBOX_E_PERM: return "permission denied";
 	case SANDBOX_E_ABORTED: return "aborted by callback";
+	case SANDBOX_E_ISDIR: return "is a directory";
+	case SANDBOX_E_NOTDIR: return "not a directory";
+	case SANDBOX_E_EXISTS: return "already exists";
+	case SANDBOX_E_NOSPACE: return "no space left";
+	case SANDBOX_E_NOTEMPTY: return "directory not empty";
+	case SANDBOX_E_TOOBIG: return "too large";
 	}
 	return "unknown error code";
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -216,9 +217,104 @@ static int validate_net(const sandbox_options_t *o)
 	if (o->volumes_count && !o->volumes)
 		return sbx_fail(SANDBOX_E_INVAL, "volumes is NULL but volumes_count is %zu",
 				o->volumes_count);
-	if (o->volumes_count)
-		return sbx_fail(SANDBOX_E_UNSUPPORTED,
-				"volumes are not supported yet by this version of libsandbox");
+	return 0;
+}
+
+/* Guest mount points must be plain absolute paths: no ".", ".." or empty
+ * components, no trailing slash, so that comparing strings compares
+ * places in the guest tree. */
+static int guest_path_normal(const char *p)
+{
+	if (p[0] != '/' || !p[1] || p[strlen(p) - 1] == '/')
+		return 0;
+	for (const char *c = p + 1; *c;) {
+		size_t n = strcspn(c, "/");
+		if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return 0;
+		c += n;
+		if (*c == '/')
+			c++;
+	}
+	return 1;
+}
+
+static int is_under(const char *p, const char *dir)
+{
+	size_t n = strlen(dir);
+	return !strncmp(p, dir, n) && (p[n] == '\0' || p[n] == '/');
+}
+
+/* The guest's own system: a volume there would hide (or replace) what
+ * the agent and every command rely on. /proc, /sys and /dev are kernel
+ * filesystems, so nothing may go below them either. */
+static int guest_path_reserved(const char *p)
+{
+	static const char *const exact[] = {"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64"};
+	static const char *const tree[] = {"/proc", "/sys", "/dev"};
+	for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+		if (!strcmp(p, exact[i]))
+			return 1;
+	for (size_t i = 0; i < sizeof tree / sizeof tree[0]; i++)
+		if (is_under(p, tree[i]))
+			return 1;
+	return 0;
+}
+
+static int validate_volume(const sandbox_options_t *o, size_t i)
+{
+	const sandbox_volume_t *v = &o->volumes[i];
+	if (!v->host_path || !v->guest_path)
+		return sbx_fail(SANDBOX_E_INVAL,
+				"volumes[%zu]: host_path and guest_path are required", i);
+	if (v->flags & ~SANDBOX_VOLUME_READONLY)
+		return sbx_fail(SANDBOX_E_FLAGS, "volumes[%zu]: unknown flags 0x%x", i,
+				v->flags & ~SANDBOX_VOLUME_READONLY);
+	if (v->host_path[0] != '/' || strlen(v->host_path) > SBX_MAX_STRING)
+		return sbx_fail(SANDBOX_E_INVAL,
+				"volumes[%zu]: host_path must be an absolute path, got '%.200s'", i,
+				v->host_path);
+	struct stat st;
+	if (stat(v->host_path, &st) != 0)
+		return sbx_fail(SANDBOX_E_NOTFOUND,
+				"volumes[%zu]: host_path '%.200s' does not exist", i, v->host_path);
+	if (!S_ISDIR(st.st_mode))
+		return sbx_fail(SANDBOX_E_NOTDIR,
+				"volumes[%zu]: host_path '%.200s' is not a directory", i,
+				v->host_path);
+	if (!strcmp(v->guest_path, "/"))
+		return sbx_fail(SANDBOX_E_INVAL,
+				"volumes[%zu]: guest_path '/' is a system path of the guest", i);
+	if (strlen(v->guest_path) > SBX_MAX_STRING || !guest_path_normal(v->guest_path))
+		return sbx_fail(SANDBOX_E_INVAL,
+				"volumes[%zu]: guest_path must be an absolute path without '.', "
+				"'..', '//' or a trailing '/', got '%.200s'",
+				i, v->guest_path);
+	if (guest_path_reserved(v->guest_path))
+		return sbx_fail(SANDBOX_E_INVAL,
+				"volumes[%zu]: guest_path '%.200s' is a system path of the guest",
+				i, v->guest_path);
+	for (size_t k = 0; k < i; k++)
+		if (!strcmp(o->volumes[k].guest_path, v->guest_path))
+			return sbx_fail(SANDBOX_E_INVAL,
+					"volumes[%zu]: guest_path '%.200s' is already used by "
+					"volumes[%zu]",
+					i, v->guest_path, k);
+	return 0;
+}
+
+static int validate_volumes(const sandbox_options_t *o)
+{
+	if (o->volumes_count && !o->volumes)
+		return sbx_fail(SANDBOX_E_INVAL, "volumes is NULL but volumes_count is %zu",
+				o->volumes_count);
+	if (o->volumes_count > SBX_MAX_VOLUMES)
+		return sbx_fail(SANDBOX_E_INVAL, "too many volumes: %zu (at most %u)",
+				o->volumes_count, SBX_MAX_VOLUMES);
+	for (size_t i = 0; i < o->volumes_count; i++) {
+		int rc = validate_volume(o, i);
+		if (rc)
+			return rc;
+	}
 	return 0;
 }
 
@@ -247,7 +343,8 @@ int sbx_options_validate(const sandbox_options_t *o)
 	if ((rc = sbx_env_validate(o->env, "env")) ||
 	    (rc = check_abs_path(o->workdir, "workdir")) ||
 	    (rc = check_abs_path(o->state_dir, "state_dir")) ||
-	    (rc = check_abs_path(o->image, "image")) || (rc = validate_metadata(o)))
+	    (rc = check_abs_path(o->image, "image")) || (rc = validate_metadata(o)) ||
+	    (rc = validate_volumes(o)))
 		return rc;
 	if (o->libvirt_uri && (!o->libvirt_uri[0] || strlen(o->libvirt_uri) > SBX_MAX_STRING))
 		return sbx_fail(SANDBOX_E_INVAL, "libvirt_uri is empty or too long");

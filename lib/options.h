@@ -26,5 +26,7 @@ int sbx_env_name_valid(const char *s, size_t n);
 #define SBX_MAX_METADATA 64u
 #define SBX_MAX_STRING 4096u
 #define SBX_MAX_DNS_SERVERS 8u
+/* Volumes: one PCI slot each on the root bus (slots 0x04..0x13). */
+#define SBX_MAX_VOLUMES 16u
 
 #endif

@@ -203,3 +203,71 @@ size_t sbx_exit_encode(uint8_t out[8], const struct sbx_exit *e)
 	sbx_wr_u32(&w, (uint32_t)e->value);
 	return w.off;
 }
+
+int sbx_file_op_decode(const void *p, size_t len, struct sbx_file_op_msg *out)
+{
+	struct sbx_rd r;
+	sbx_rd_init(&r, p, len);
+	out->op = sbx_rd_u32(&r);
+	out->flags = sbx_rd_u32(&r);
+	out->mode = sbx_rd_u32(&r);
+	out->path = sbx_rd_str(&r, &out->path_len);
+	out->arg = sbx_rd_str(&r, &out->arg_len);
+	if (!sbx_rd_done(&r) || out->op < SBX_FOP_STAT || out->op > SBX_FOP_MOUNT ||
+	    (out->flags & ~SBX_FOP_F_KNOWN) || out->mode > 07777 || out->path_len == 0 ||
+	    out->path_len > SBX_FILE_PATH_MAX || out->arg_len > SBX_FILE_PATH_MAX)
+		return -1;
+	return 0;
+}
+
+size_t sbx_file_op_encode(uint8_t *out, size_t cap, const struct sbx_file_op_msg *m)
+{
+	struct sbx_wr w;
+	sbx_wr_init(&w, out, cap);
+	sbx_wr_u32(&w, m->op);
+	sbx_wr_u32(&w, m->flags);
+	sbx_wr_u32(&w, m->mode);
+	sbx_wr_str(&w, m->path, m->path_len);
+	sbx_wr_str(&w, m->arg ? m->arg : "", m->arg_len);
+	return w.bad ? 0 : w.off;
+}
+
+int sbx_file_entry_decode(const void *p, size_t len, struct sbx_file_entry *out)
+{
+	struct sbx_rd r;
+	sbx_rd_init(&r, p, len);
+	out->type = sbx_rd_u8(&r);
+	uint8_t z8 = sbx_rd_u8(&r);
+	uint16_t z16 = sbx_rd_u16(&r);
+	out->mode = sbx_rd_u32(&r);
+	out->size = sbx_rd_u64(&r);
+	out->mtime = (int64_t)sbx_rd_u64(&r);
+	out->uid = sbx_rd_u32(&r);
+	out->gid = sbx_rd_u32(&r);
+	out->name = sbx_rd_str(&r, &out->name_len);
+	out->target = sbx_rd_str(&r, &out->target_len);
+	if (!sbx_rd_done(&r) || z8 || z16 || out->type < SBX_FT_FILE || out->type > SBX_FT_OTHER ||
+	    out->mode > 07777 || out->name_len > SBX_FILE_PATH_MAX ||
+	    out->target_len > SBX_FILE_PATH_MAX)
+		return -1;
+	if ((out->type == SBX_FT_SYMLINK) != (out->target_len > 0))
+		return -1;
+	return 0;
+}
+
+size_t sbx_file_entry_encode(uint8_t *out, size_t cap, const struct sbx_file_entry *e)
+{
+	struct sbx_wr w;
+	sbx_wr_init(&w, out, cap);
+	sbx_wr_u8(&w, e->type);
+	sbx_wr_u8(&w, 0);
+	sbx_wr_u16(&w, 0);
+	sbx_wr_u32(&w, e->mode);
+	sbx_wr_u64(&w, e->size);
+	sbx_wr_u64(&w, (uint64_t)e->mtime);
+	sbx_wr_u32(&w, e->uid);
+	sbx_wr_u32(&w, e->gid);
+	sbx_wr_str(&w, e->name ? e->name : "", e->name_len);
+	sbx_wr_str(&w, e->target ? e->target : "", e->target_len);
+	return w.bad ? 0 : w.off;
+}

@@ -40,7 +40,12 @@ enum sbx_frame_type {
 	SBX_T_TCP_CLOSE = 0x33, /* either: the stream is over */
 	SBX_T_DNS_QUERY = 0x38, /* agent -> host: one DNS message */
 	SBX_T_DNS_REPLY = 0x39, /* host -> agent: the answer; ends the stream */
-	/* 0x40..0x4f: file transfer streams (host-chosen ids) */
+	/* file streams, id chosen by the host (doc/protocol.md, "File streams") */
+	SBX_T_FILE_OP = 0x40,	  /* host -> agent: first frame of a file stream */
+	SBX_T_FILE_ENTRY = 0x41,  /* either: one file, directory or symlink */
+	SBX_T_FILE_DATA = 0x42,	  /* either: bytes of the last FILE_ENTRY (a file) */
+	SBX_T_FILE_END = 0x43,	  /* either: no more entries; from the agent: success */
+	SBX_T_FILE_CANCEL = 0x44, /* host -> agent: stop; the agent answers ERROR */
 };
 
 /* Stream ids with this bit set are chosen by the agent (network streams);
@@ -53,17 +58,74 @@ enum sbx_frame_type {
 #define SBX_TCP_CLOSE_GRACEFUL 0u /* flush what was received, then FIN */
 #define SBX_TCP_CLOSE_ABORT 1u	  /* discard, reset the connection */
 enum sbx_tcp_reason {
-	SBX_TCP_R_DONE = 0,	/* both directions finished */
-	SBX_TCP_R_POLICY = 1,	/* blocked by allow_net */
-	SBX_TCP_R_REFUSED = 2,	/* upstream refused the connection */
-	SBX_TCP_R_UNREACH = 3,	/* upstream unreachable or timed out */
-	SBX_TCP_R_RESET = 4,	/* the other end reset */
-	SBX_TCP_R_LIMIT = 5,	/* too many connections */
-	SBX_TCP_R_ERROR = 6,	/* anything else */
+	SBX_TCP_R_DONE = 0,    /* both directions finished */
+	SBX_TCP_R_POLICY = 1,  /* blocked by allow_net */
+	SBX_TCP_R_REFUSED = 2, /* upstream refused the connection */
+	SBX_TCP_R_UNREACH = 3, /* upstream unreachable or timed out */
+	SBX_TCP_R_RESET = 4,   /* the other end reset */
+	SBX_TCP_R_LIMIT = 5,   /* too many connections */
+	SBX_TCP_R_ERROR = 6,   /* anything else */
 };
 /* DNS_QUERY payload: u8 transport (0 UDP, 1 TCP), u8[3] 0, message */
 #define SBX_DNS_T_UDP 0u
 #define SBX_DNS_T_TCP 1u
+
+/* FILE_OP operations */
+enum sbx_file_op {
+	SBX_FOP_STAT = 1,  /* one FILE_ENTRY (name ""), END */
+	SBX_FOP_LIST = 2,  /* a FILE_ENTRY per directory entry, END */
+	SBX_FOP_MKDIR = 3, /* END */
+	SBX_FOP_REMOVE = 4,
+	SBX_FOP_PUT = 5,   /* host sends entries + data + END; agent END */
+	SBX_FOP_GET = 6,   /* agent sends entries + data + END */
+	SBX_FOP_MOUNT = 7, /* path: mount point, arg: 9p tag */
+};
+/* FILE_OP flags */
+#define SBX_FOP_F_PARENTS 0x1u	 /* MKDIR/PUT: create missing parents */
+#define SBX_FOP_F_RECURSIVE 0x2u /* REMOVE: whole tree */
+#define SBX_FOP_F_NOFOLLOW 0x4u	 /* STAT: lstat */
+#define SBX_FOP_F_REGULAR 0x8u	 /* GET: the path must be a regular file */
+#define SBX_FOP_F_READONLY 0x10u /* MOUNT: read-only */
+#define SBX_FOP_F_KNOWN 0x1fu
+/* FILE_ENTRY types */
+enum sbx_file_type {
+	SBX_FT_FILE = 1,
+	SBX_FT_DIR = 2,
+	SBX_FT_SYMLINK = 3,
+	SBX_FT_OTHER = 4, /* device, fifo, socket: listed, never transferred */
+};
+/* Every FILE_ENTRY and FILE_DATA frame uses its payload length plus this
+ * much of the stream's credit, so a flood of tiny frames is bounded too. */
+#define SBX_FILE_FRAME_COST SBX_PROTO_HDR_SIZE
+#define SBX_FILE_PATH_MAX 4095u
+#define SBX_FILE_NAME_MAX 255u
+
+struct sbx_file_op_msg {
+	uint32_t op, flags, mode;
+	const char *path;
+	uint32_t path_len;
+	const char *arg;
+	uint32_t arg_len;
+};
+/* Both return 0, or -1 (malformed, or a path over SBX_FILE_PATH_MAX). */
+int sbx_file_op_decode(const void *p, size_t len, struct sbx_file_op_msg *out);
+size_t sbx_file_op_encode(uint8_t *out, size_t cap, const struct sbx_file_op_msg *m);
+
+struct sbx_file_entry {
+	uint8_t type;  /* enum sbx_file_type */
+	uint32_t mode; /* permission bits, 07777 */
+	uint64_t size;
+	int64_t mtime; /* seconds since the epoch */
+	uint32_t uid, gid;
+	const char *name; /* not NUL-terminated; "" for the root of a transfer */
+	uint32_t name_len;
+	const char *target; /* symlink target (non-empty for symlinks, else "") */
+	uint32_t target_len;
+};
+/* Decode and check shape: known type, mode within 07777, name and target
+ * within SBX_FILE_PATH_MAX, a target exactly for symlinks. 0 or -1. */
+int sbx_file_entry_decode(const void *p, size_t len, struct sbx_file_entry *out);
+size_t sbx_file_entry_encode(uint8_t *out, size_t cap, const struct sbx_file_entry *e);
 
 /* EXEC_START flags */
 #define SBX_EXEC_F_STDIN 0x1u /* host will send STDIN; else stdin is /dev/null */

@@ -15,6 +15,7 @@
 #include "accel.h"
 #include "domain_xml.h"
 #include "error.h"
+#include "files.h"
 #include "image.h"
 #include "options.h"
 #include "runtime.h"
@@ -208,6 +209,17 @@ static int start_domain(struct sandbox *sb, const struct sbx_image *img, const s
 	    .console_log = sb->console_log,
 	    .state_dir = sb->rt->state_dir,
 	};
+	struct sbx_domain_fs fs[SBX_MAX_VOLUMES];
+	char tags[SBX_MAX_VOLUMES][16];
+	for (size_t i = 0; i < o->volumes_count && i < SBX_MAX_VOLUMES; i++) {
+		sbx_volume_tag(i, tags[i], sizeof tags[i]);
+		fs[i] = (struct sbx_domain_fs){
+		    .host_path = o->volumes[i].host_path,
+		    .tag = tags[i],
+		    .readonly = !!(o->volumes[i].flags & SANDBOX_VOLUME_READONLY)};
+	}
+	spec.fs = fs;
+	spec.fs_count = o->volumes_count;
 	char *xml = sbx_domain_xml(&spec);
 	if (!xml)
 		return SANDBOX_E_NOMEM;
@@ -319,6 +331,15 @@ static void audit_create(struct sandbox *sb, const sandbox_options_t *o, double 
 	sbx_json_open_array(&j, "env");
 	for (size_t i = 0; sb->env && sb->env[i]; i++)
 		sbx_json_strn(&j, NULL, sb->env[i], strcspn(sb->env[i], "="));
+	sbx_json_close_array(&j);
+	sbx_json_open_array(&j, "volumes");
+	for (size_t i = 0; i < o->volumes_count; i++) {
+		sbx_json_open(&j, NULL);
+		sbx_json_str(&j, "host_path", o->volumes[i].host_path);
+		sbx_json_str(&j, "guest_path", o->volumes[i].guest_path);
+		sbx_json_bool(&j, "readonly", !!(o->volumes[i].flags & SANDBOX_VOLUME_READONLY));
+		sbx_json_close(&j);
+	}
 	sbx_json_close_array(&j);
 	sbx_json_close(&j);
 	sbx_json_double(&j, "boot_ms", boot_ms);
@@ -439,14 +460,16 @@ static int create_steps(struct sandbox *sb, const sandbox_options_t *o, struct s
 	if ((rc = sbx_audit_open(&sb->audit, o, sb->id, sb->metadata, sb->metadata_count)))
 		return rc;
 	sb->audit_open = 1;
-	if ((rc = sbx_runtime_get(o->libvirt_uri, o->state_dir, &sb->rt)))
+	if ((rc = sbx_runtime_get(o->libvirt_uri, o->state_dir, &sb->rt)) ||
+	    (rc = sbx_volumes_check_access(sb->rt, o)))
 		return rc;
 	if ((rc = make_dir(sb)) || (rc = make_overlay(sb, img)))
 		return rc;
 	if ((rc = sbx_proxy_new(sb, o, &sb->proxy)) || (rc = sbx_proxy_start(sb->proxy)) ||
 	    (rc = add_proxy_env(sb)))
 		return rc;
-	if ((rc = start_domain(sb, img, o)) || (rc = boot(sb, o)) || (rc = install_guest_ca(sb)))
+	if ((rc = start_domain(sb, img, o)) || (rc = boot(sb, o)) ||
+	    (rc = sbx_files_mount_volumes(sb, o)) || (rc = install_guest_ca(sb)))
 		return rc;
 	if (o->timeout_s) /* the lifetime counts from the moment it is usable */
 		sb->deadline_ms = sbx_now_ms() + (int64_t)o->timeout_s * 1000;

@@ -40,6 +40,8 @@ struct sandbox_proc {
 
 enum sbx_state { SBX_BOOTING, SBX_RUNNING, SBX_DEAD };
 
+struct sbx_xfer; /* a file stream, files.c */
+
 struct sandbox {
 	struct sandbox *rt_next;
 	struct sbx_runtime *rt;
@@ -70,9 +72,10 @@ struct sandbox {
 	char dead_reason[256];
 	uint32_t next_stream;
 	struct sandbox_proc *procs;
-	uint64_t ping_seq; /* last PING nonce sent */
-	uint64_t pong_seq; /* highest nonce answered */
-	int registered;	   /* in the runtime's live list */
+	struct sbx_xfer *xfers; /* open file streams */
+	uint64_t ping_seq;	/* last PING nonce sent */
+	uint64_t pong_seq;	/* highest nonce answered */
+	int registered;		/* in the runtime's live list */
 	int64_t console_checked_ms;
 	_Atomic int64_t deadline_ms; /* lifetime end (monotonic), 0: none */
 
@@ -115,5 +118,8 @@ void sbx_proc_on_exit_locked(struct sandbox_proc *p);
 void sbx_proc_free_locked(struct sandbox_proc *p);
 /* Fail every pending proc (sandbox died). */
 void sbx_procs_fail_locked(struct sandbox *sb);
+
+/* files.h: file streams (xfer.c), the files API (files.c), volumes
+ * (volumes.c). */
 
 #endif

@@ -74,9 +74,12 @@ asan_run() {
 	export LSAN_OPTIONS=suppressions=$SRC/tests/lsan.supp:print_suppressions=0
 	export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 	(cd build-asan && ./tests/check_unit) &&
+		(cd build-asan && ./tests/check_hostile_files) &&
 		(cd build-asan && ./examples/quickstart) &&
 		(cd build-asan && SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test-asan \
-			./tests/check_vm)
+			./tests/check_vm) &&
+		(cd build-asan && SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test-asan \
+			./tests/check_files)
 }
 step "integration under AddressSanitizer" asan_run
 

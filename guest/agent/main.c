@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "exec.h"
+#include "files.h"
 #include "log.h"
 #include "net.h"
 #include "netup.h"
@@ -185,10 +186,11 @@ static _Noreturn void run(struct port *p)
 		uint64_t net_deadline = net_tick(now);
 		if (net_deadline && (!deadline || net_deadline < deadline))
 			deadline = net_deadline;
+		int busy = p->state == PS_UP && files_pump(p);
 		if (p->state != PS_DOWN && port_flush(p) < 0)
 			session_lost(p, now);
 
-		int timeout = -1;
+		int timeout = busy ? 0 : -1;
 		pfd[0] = (struct pollfd){g_sigfd, POLLIN, 0};
 		int has_port = port_poll_prepare(p, &pfd[1], now, &timeout);
 		if (!has_port)

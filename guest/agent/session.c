@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "session.h"
 #include "exec.h"
+#include "files.h"
 #include "log.h"
 #include "net.h"
 #include "sysinit.h"
@@ -144,6 +145,8 @@ void session_frame(struct port *p, const struct sbx_frame_hdr *h, const uint8_t 
 		control_frame(p, h, payload);
 	else if (h->stream & SBX_STREAM_AGENT)
 		net_frame(p, h, payload, now);
+	else if (files_owns(h))
+		files_frame(p, h, payload);
 	else
 		stream_frame(p, h, payload, now);
 }
@@ -154,6 +157,7 @@ void session_framing_error(struct port *p)
 	port_send_error(p, 0, EPROTO, "malformed frame header: closing the connection");
 	exec_abort_all();
 	net_reset();
+	files_abort_all();
 	port_close_soon(p);
 }
 
@@ -161,5 +165,6 @@ void session_lost(struct port *p, uint64_t now)
 {
 	exec_abort_all();
 	net_reset();
+	files_abort_all();
 	port_drop(p, now);
 }

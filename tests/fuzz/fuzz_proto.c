@@ -26,5 +26,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sbx_exit e;
 	if (sbx_exit_decode(data, size, &e) == 0 && e.kind > 1)
 		abort();
+	/* file streams: decoded strings lie inside the input, and what
+	 * decodes re-encodes to the same bytes */
+	static uint8_t again[SBX_PROTO_MAX_PAYLOAD];
+	struct sbx_file_entry fe;
+	if (sbx_file_entry_decode(data, size, &fe) == 0) {
+		if ((const uint8_t *)fe.name < data ||
+		    (const uint8_t *)fe.name + fe.name_len > data + size ||
+		    (const uint8_t *)fe.target + fe.target_len > data + size)
+			abort();
+		size_t n = sbx_file_entry_encode(again, sizeof again, &fe);
+		if (n != size || memcmp(again, data, size))
+			abort();
+	}
+	struct sbx_file_op_msg fo;
+	if (sbx_file_op_decode(data, size, &fo) == 0) {
+		size_t n = sbx_file_op_encode(again, sizeof again, &fo);
+		if (n != size || memcmp(again, data, size))
+			abort();
+	}
 	return 0;
 }

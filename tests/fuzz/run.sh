@@ -4,7 +4,7 @@
 set -eu
 secs=${FUZZ_SECONDS:-20}
 status=0
-for t in channel proto dns sniff http_request http_response; do
+for t in channel proto dns sniff http_request http_response files; do
 	bin="$top_builddir/tests/fuzz/fuzz_$t"
 	if [ ! -x "$bin" ]; then
 		echo "FAIL: $bin was not built (clang is needed for libFuzzer: apt-get install clang)"
