@@ -23,6 +23,7 @@ static const char run_usage[] =
     "usage: sandbox run [OPTIONS] [--] COMMAND [ARG]...\n"
     "\n"
     "  --allow-net PATTERN        allow outbound traffic to PATTERN (repeatable)\n"
+    "  --no-net                   block all outbound traffic (an empty allowlist)\n"
     "  --secret NAME@HOST[,HOST]  secret NAME, value taken from the environment\n"
     "                             variable NAME, sent only to HOSTs (repeatable)\n"
     "  --volume HOSTDIR:GUESTPATH[:ro]  share a host directory (repeatable)\n"
@@ -165,6 +166,7 @@ static int parse_meta(struct run_args *a, char *spec)
 
 enum {
 	OPT_ALLOW_NET = 256,
+	OPT_NO_NET,
 	OPT_SECRET,
 	OPT_VOLUME,
 	OPT_META,
@@ -179,6 +181,7 @@ enum {
 };
 
 static const struct option run_options[] = {{"allow-net", required_argument, NULL, OPT_ALLOW_NET},
+					    {"no-net", no_argument, NULL, OPT_NO_NET},
 					    {"secret", required_argument, NULL, OPT_SECRET},
 					    {"volume", required_argument, NULL, OPT_VOLUME},
 					    {"meta", required_argument, NULL, OPT_META},
@@ -204,6 +207,7 @@ static int parse_one(struct run_args *a, int c)
 		a->allow_net[a->allow_net_count++] = optarg;
 		a->allow_net_given = 1;
 		return 0;
+	case OPT_NO_NET: a->allow_net_given = 1; return 0;
 	case OPT_SECRET: return parse_secret(a, optarg);
 	case OPT_VOLUME: return parse_volume(a, optarg);
 	case OPT_META: return parse_meta(a, optarg);
