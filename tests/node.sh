@@ -1,28 +1,13 @@
 #!/bin/bash
 # The Node binding's tests (bindings/node/test, node --test, real VMs).
 # Builds the N-API addon with node-gyp out of tree, against the Node
-# headers already on the machine (--nodedir, never a download) and the
-# library in this build tree. A missing tool is a failure, never a skip.
+# headers already on the machine (scripts/node-gyp.sh: --nodedir, never a
+# download) and the library in this build tree. A missing tool is a
+# failure, never a skip.
 set -euo pipefail
 fail() { echo "FAIL: $*" >&2; exit 1; }
 src=$(cd "$top_srcdir" && pwd)
 bld=$(cd "$top_builddir" && pwd)
-
-command -v node >/dev/null || fail "node not found (scripts/setup-host.sh installs nodejs)"
-# node-gyp: Debian's package, else the one bundled with npm
-if command -v node-gyp >/dev/null; then
-	GYP=(node-gyp)
-else
-	npm_root=$(npm root -g 2>/dev/null || true)
-	js=$npm_root/npm/node_modules/node-gyp/bin/node-gyp.js
-	[ -f "$js" ] || fail "node-gyp not found (apt-get install node-gyp, or an npm that bundles it)"
-	GYP=(node "$js")
-fi
-# the headers of the node that runs the tests: its own prefix, else /usr
-nodedir=${NODE_GYP_NODEDIR:-$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")}
-[ -f "$nodedir/include/node/node_api.h" ] || nodedir=/usr
-[ -f "$nodedir/include/node/node_api.h" ] ||
-	fail "Node headers not found in $nodedir/include/node (apt-get install libnode-dev)"
 
 out=$bld/bindings/node
 rm -rf "$out"
@@ -31,8 +16,8 @@ cp -r "$src/bindings/node/." "$out/"
 rm -rf "$out/build" "$out/node_modules"
 (
 	cd "$out"
-	SANDBOX_INCLUDEDIR=$src/include SANDBOX_LIBS="-L$bld/.libs -lsandbox" \
-		"${GYP[@]}" rebuild --nodedir="$nodedir" --loglevel=warn
+	SANDBOX_CFLAGS="-I$src/include" SANDBOX_LIBS="-L$bld/.libs -lsandbox" \
+		bash "$src/scripts/node-gyp.sh" rebuild
 ) || fail "node-gyp build of bindings/node failed"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sbx-node.XXXXXX")
@@ -47,4 +32,4 @@ export SANDBOX_ERROR_REFERENCE=$work/errors.tsv
 # other VM suites at the same time
 export SANDBOX_STATE_DIR=${SANDBOX_TEST_STATE_DIR:-/var/lib/libsandbox-test}-node
 cd "$out"
-exec node --expose-gc --test test/
+exec node --expose-gc --test test/sandbox.test.js

@@ -3,10 +3,14 @@
     {
       "target_name": "sandbox",
       "sources": ["src/addon.c", "src/convert.c", "src/forkguard.c", "src/proc.c", "src/work.c"],
-      "include_dirs": ["<!(node -p \"process.env.SANDBOX_INCLUDEDIR || ''\")"],
-      "libraries": ["<!@(node -p \"process.env.SANDBOX_LIBS || '-lsandbox'\")"],
       "defines": ["NAPI_VERSION=8"],
-      "cflags_c": ["-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE"]
+      # the installed library through pkg-config; SANDBOX_CFLAGS and
+      # SANDBOX_LIBS point at an uninstalled one (tests/node.sh)
+      "cflags_c": [
+        "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE",
+        "<!@(sh -c 'echo ${SANDBOX_CFLAGS-$(pkg-config --cflags libsandbox)}')"
+      ],
+      "libraries": ["<!@(sh -c 'echo ${SANDBOX_LIBS-$(pkg-config --libs libsandbox)}')"]
     }
   ]
 }
