@@ -1,14 +1,16 @@
-/* The C side of the front-end benchmark (bench/frontends/run.py): times
- * sandbox_create and a command round trip (`true`) through the library
- * directly. Prints one JSON object: {"create_ms": [...], "exec_ms": [...]}.
- *
- *   bench_frontends CREATES EXECS
- *
- * One create (not counted) warms the runtime up (libvirt connection),
- * as the Python and Node versions do. */
+/* The C side of the front-end benchmark (bench/frontends/run.py): serves
+ * one timed operation per line read on stdin, so the driver can interleave
+ * C, Python and Node operation by operation:
+ *   "create" -> kill the previous sandbox (untimed), time sandbox_create
+ *   "exec"   -> time one command round trip (`true`)
+ *   "ping"   -> time one agent round trip (sandbox_ping: no guest process)
+ *   "reject" -> time a create the library refuses before booting
+ *               (memory_mb = 1): the front end's own call path
+ * and answers each with the milliseconds on one line. The first create
+ * also opens the runtime; the driver discards it as a warm-up. */
 #include <sandbox.h>
 #include <stdio.h>
-#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now_ms(void)
@@ -18,53 +20,56 @@ static double now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static sandbox_t *create_or_die(void)
+int main(void)
 {
-	sandbox_t *sb;
-	int rc = sandbox_create(&sb, NULL, 0);
-	if (rc < 0) {
-		fprintf(stderr, "create: %s: %s\n", sandbox_strerror(rc), sandbox_last_error());
-		exit(1);
-	}
-	return sb;
-}
-
-int main(int argc, char **argv)
-{
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s CREATES EXECS\n", argv[0]);
-		return 2;
-	}
-	int creates = atoi(argv[1]), execs = atoi(argv[2]);
-	sandbox_t *sb = create_or_die(); /* warm-up */
-	sandbox_kill(sb, 0);
-	sandbox_free(sb);
-	printf("{\"create_ms\": [");
-	for (int i = 0; i < creates; i++) {
-		double t = now_ms();
-		sb = create_or_die();
-		printf("%s%.3f", i ? ", " : "", now_ms() - t);
-		if (i + 1 < creates) {
-			sandbox_kill(sb, 0);
-			sandbox_free(sb);
-		}
-	}
-	printf("], \"exec_ms\": [");
+	char line[64];
+	sandbox_t *sb = NULL;
 	const char *const cmd[] = {"true", NULL};
-	for (int i = 0; i < execs; i++) {
-		sandbox_result_t *r;
-		double t = now_ms();
-		int rc = sandbox_exec(sb, cmd, NULL, &r, 0);
-		double dt = now_ms() - t;
-		if (rc < 0 || sandbox_result_exit_code(r) != 0) {
-			fprintf(stderr, "exec: %s\n", sandbox_last_error());
-			return 1;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while (fgets(line, sizeof(line), stdin)) {
+		double t;
+		if (!strcmp(line, "create\n")) {
+			if (sb) {
+				sandbox_kill(sb, 0);
+				sandbox_free(sb);
+			}
+			t = now_ms();
+			int rc = sandbox_create(&sb, NULL, 0);
+			if (rc < 0) {
+				fprintf(stderr, "create: %s\n", sandbox_last_error());
+				return 1;
+			}
+		} else if (!strcmp(line, "exec\n")) {
+			sandbox_result_t *r;
+			t = now_ms();
+			if (!sb || sandbox_exec(sb, cmd, NULL, &r, 0) < 0 ||
+			    sandbox_result_exit_code(r) != 0) {
+				fprintf(stderr, "exec: %s\n", sandbox_last_error());
+				return 1;
+			}
+			sandbox_result_free(r);
+		} else if (!strcmp(line, "ping\n")) {
+			t = now_ms();
+			if (!sb || sandbox_ping(sb, 0) < 0) {
+				fprintf(stderr, "ping: %s\n", sandbox_last_error());
+				return 1;
+			}
+		} else if (!strcmp(line, "reject\n")) {
+			sandbox_options_t o;
+			sandbox_t *none;
+			t = now_ms();
+			sandbox_options_init(&o, SANDBOX_OPTIONS_VERSION);
+			o.memory_mb = 1;
+			if (sandbox_create(&none, &o, 0) != SANDBOX_E_INVAL)
+				return 1;
+		} else {
+			break;
 		}
-		sandbox_result_free(r);
-		printf("%s%.3f", i ? ", " : "", dt);
+		printf("%.3f\n", now_ms() - t);
 	}
-	printf("]}\n");
-	sandbox_kill(sb, 0);
-	sandbox_free(sb);
+	if (sb) {
+		sandbox_kill(sb, 0);
+		sandbox_free(sb);
+	}
 	return 0;
 }

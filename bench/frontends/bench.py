@@ -1,25 +1,33 @@
-"""The Python side of bench/frontends/run.py: the same measurements as
+"""The Python side of bench/frontends/run.py: the same line protocol as
 bench_frontends.c, through the ctypes binding."""
-import json
 import sys
 import time
 
-from libsandbox import Sandbox
+from libsandbox import Sandbox, SandboxError
 
-creates, execs = int(sys.argv[1]), int(sys.argv[2])
-Sandbox.create().close()  # warm-up
-create_ms = []
-for i in range(creates):
-    t = time.perf_counter()
-    sb = Sandbox.create()
-    create_ms.append((time.perf_counter() - t) * 1e3)
-    if i + 1 < creates:
-        sb.close()
-exec_ms = []
-for _ in range(execs):
-    t = time.perf_counter()
-    r = sb.run(["true"])
-    exec_ms.append((time.perf_counter() - t) * 1e3)
-    assert r.exit_code == 0
-sb.close()
-print(json.dumps({"create_ms": create_ms, "exec_ms": exec_ms}))
+sb = None
+for line in sys.stdin:
+    op = line.strip()
+    if op == "create":
+        if sb is not None:
+            sb.close()
+        t = time.perf_counter()
+        sb = Sandbox.create()
+    elif op == "exec":
+        t = time.perf_counter()
+        assert sb.run(["true"]).exit_code == 0
+    elif op == "ping":
+        t = time.perf_counter()
+        sb.ping()
+    elif op == "reject":
+        t = time.perf_counter()
+        try:
+            Sandbox.create(memory_mb=1)
+            sys.exit("create with memory_mb=1 succeeded")
+        except SandboxError:
+            pass
+    else:
+        break
+    print(f"{(time.perf_counter() - t) * 1e3:.3f}", flush=True)
+if sb is not None:
+    sb.close()
