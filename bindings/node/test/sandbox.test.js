@@ -242,3 +242,14 @@ test('README example runs as written', () => {
   assert.match(r.stdout, /exit code 0/);
   assert.match(r.stdout, /tick 3/);
 });
+
+test('sandboxes still running when Node exits are killed', () => {
+  const script = `const { Sandbox } = require(${JSON.stringify(path.join(__dirname, '..'))});
+    Sandbox.create({}).then((sb) => { globalThis.keep = sb; console.log(sb.id); process.exit(0); });`;
+  const env = { ...process.env, SANDBOX_STATE_DIR: `${process.env.SANDBOX_STATE_DIR}-exit` };
+  const r = spawnSync(process.execPath, ['-e', script], { env, encoding: 'utf8', timeout: 300000 });
+  assert.equal(r.status, 0, r.stderr);
+  const id = r.stdout.trim();
+  assert.match(id, /^[0-9a-f]{32}$/);
+  assert.equal(qemuRunning(id), false);
+});

@@ -228,3 +228,14 @@ def test_readme_example_runs_as_written():
     assert r.returncode == 0, r.stderr
     assert "sum of squares 1..100 = 338350" in r.stdout
     assert "exit code 0" in r.stdout
+
+
+def test_sandboxes_still_running_at_exit_are_killed():
+    script = "from libsandbox import Sandbox\nsb = Sandbox.create()\nprint(sb.id)\n"
+    env = dict(os.environ, SANDBOX_STATE_DIR=os.environ["SANDBOX_STATE_DIR"] + "-exit")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    sid = r.stdout.strip()
+    assert len(sid) == 32
+    assert not _qemu_running(sid)
