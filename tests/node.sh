@@ -9,7 +9,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 src=$(cd "$top_srcdir" && pwd)
 bld=$(cd "$top_builddir" && pwd)
 
-out=$bld/bindings/node
+# a copy with a name of its own: never the sources, even in an in-tree build
+out=$bld/bindings/node-build
 rm -rf "$out"
 mkdir -p "$out"
 cp -r "$src/bindings/node/." "$out/"

@@ -26,6 +26,7 @@ rm -rf "$work/src/build" "$work/src/src/"*.egg-info
 	fail "tests/frontends/error_reference failed"
 
 export PYTHONPATH=$work/site
+export PYTHONDONTWRITEBYTECODE=1 # nothing written into the source tree
 export SANDBOX_PY_EXPECT_PREFIX=$work/site
 export SANDBOX_ERROR_REFERENCE=$work/errors.tsv
 export SANDBOX_LIBRARY=${SANDBOX_LIBRARY:-$(cd "$top_builddir" && pwd)/.libs/libsandbox.so.1}

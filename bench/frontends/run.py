@@ -53,13 +53,13 @@ def main():
     ap.add_argument("--execs", type=int, default=200)
     a = ap.parse_args()
     build, src = os.path.abspath(a.build), os.path.abspath(a.src)
-    if not os.path.exists(f"{build}/bindings/node/build/Release/sandbox.node"):
+    if not os.path.exists(f"{build}/bindings/node-build/build/Release/sandbox.node"):
         sys.exit("the Node addon is not built (make bench-frontends builds it)")
     base = dict(os.environ)
     base["SANDBOX_LIBRARY"] = f"{build}/.libs/libsandbox.so.1"
     base["PYTHONPATH"] = f"{src}/bindings/python/src"
     base["LD_LIBRARY_PATH"] = f"{build}/.libs"
-    base["SANDBOX_NODE_PACKAGE"] = f"{build}/bindings/node"
+    base["SANDBOX_NODE_PACKAGE"] = f"{build}/bindings/node-build"
     state = base.get("SANDBOX_STATE_DIR", "/var/lib/libsandbox-bench")
     cmds = {
         "c": [f"{build}/bench/bench_frontends"],
