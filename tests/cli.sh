@@ -75,6 +75,9 @@ check "run -i: stdin forwarded" bash -c "[ \"\$(echo 'print(6 * 7)' | '$SBX' run
 "$SBX" run -q -- no-such-command-here 2>"$work/err"
 check "run: missing command exits 127 with the library's message" bash -c "[ $? = 127 ] && grep -q 'not found: cannot start' '$work/err'"
 
+"$SBX" run -q --timeout 2 -- sleep 60 2>"$work/err"
+check "run --timeout: lifetime end exits 125 with the library's reason" bash -c "[ $? = 125 ] && grep -q 'lifetime timeout expired' '$work/err'"
+
 # ------------------------------------------------------ list and kill
 "$SBX" run --meta owner=lister -- sleep 600 >/dev/null 2>&1 &
 runpid=$!
