@@ -99,9 +99,10 @@ static int opt_uint(napi_env env, napi_value obj, const char *name, unsigned int
 		return -1;
 	if (!present)
 		return 0;
+	/* range first: casting a negative or huge double is undefined */
 	if (napi_typeof(env, v, &t) != napi_ok || t != napi_number ||
-	    napi_get_value_double(env, v, &d) != napi_ok || d != (double)(unsigned long long)d ||
-	    d < 0 || d > 4294967295.0)
+	    napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 4294967295.0) ||
+	    d != (double)(unsigned long long)d)
 		return fail_type(env, name, "an integer between 0 and 4294967295");
 	*out = (unsigned int)d;
 	return 0;
