@@ -68,6 +68,31 @@ installed_quickstart() {
 }
 step "installed library via pkg-config (quickstart)" installed_quickstart
 
+# The front ends against the installed library (make check used the build
+# tree): the CLI from /usr/local/bin, the Python package pip-installed and
+# finding libsandbox.so.1 by itself, the Node addon built against the
+# installed header and library. Each runs its README example.
+installed_frontends() {
+	local out rc=0
+	out=$(mktemp -d)
+	PATH=/usr/local/bin:$PATH bash examples/cli/quickstart.sh | tee "$out/cli" &&
+		grep -q 'sum of squares 1..100 = 338350' "$out/cli" || rc=1
+	PIP_ROOT_USER_ACTION=ignore /usr/bin/python3 -m pip install -q --no-build-isolation \
+		--no-index --no-deps --target "$out/site" ./bindings/python &&
+		PYTHONPATH=$out/site /usr/bin/python3 examples/python/quickstart.py | tee "$out/py" &&
+		grep -q 'sum of squares 1..100 = 338350' "$out/py" || rc=1
+	mkdir -p "$out/app/node_modules"
+	cp -r bindings/node "$out/app/node_modules/libsandbox"
+	rm -rf "$out/app/node_modules/libsandbox/build"
+	cp examples/node/quickstart.mjs "$out/app/"
+	(cd "$out/app/node_modules/libsandbox" && bash "$SRC/scripts/node-gyp.sh" rebuild) &&
+		(cd "$out/app" && node quickstart.mjs | tee "$out/node") &&
+		grep -q 'sum of squares 1..100 = 338350' "$out/node" || rc=1
+	rm -rf "$out"
+	return $rc
+}
+step "installed CLI, Python and Node front ends (README examples)" installed_frontends
+
 asan_run() {
 	bash scripts/build.sh --asan || return 1
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
