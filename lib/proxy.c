@@ -527,7 +527,7 @@ static void handle_new(struct sbx_proxy *px, struct px_iter *it, struct px_conn 
 	c->how = v.how;
 	/* only name-allowed connections have a claimed name to check;
 	 * with interception every connection is sniffed for its mode */
-	c->decided = c->how != HOW_NAME && !px->intercept;
+	c->decided = c->how != HOW_NAME && !px->http_parse;
 	if (c->decided)
 		audit_connect(px, c, "allowed", v.reason);
 	start_connect(px, it, c);

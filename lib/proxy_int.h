@@ -111,7 +111,8 @@ struct sbx_proxy {
 	size_t n_secrets;
 	struct sbx_netpolicy passthrough; /* TLS not intercepted for these SNIs */
 	int block_misdirected;
-	int intercept; /* HTTP processing and TLS interception are on */
+	int http_parse;	   /* plain HTTP goes through http1.c (always) */
+	int tls_intercept; /* TLS is terminated and re-made (with secrets) */
 	struct sbx_tlsca *ca;
 	SSL_CTX *up_ctx;
 

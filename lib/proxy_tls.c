@@ -135,10 +135,14 @@ int px_icpt_setup(struct sbx_proxy *px, const sandbox_options_t *o)
 	if ((rc = setup_secrets(px, o)))
 		return rc;
 	px->block_misdirected = !!(o->net_flags & SANDBOX_NET_BLOCK_MISDIRECTED);
-	/* Interception runs for sandboxes that have secrets: that is what it
-	 * is for, and a sandbox without them keeps TLS end to end. */
-	px->intercept = px->n_secrets > 0;
-	if (!px->intercept)
+	/* Every plain HTTP request is parsed, decided (its own Host header,
+	 * keep-alive or not) and audited. TLS is intercepted in sandboxes
+	 * that have secrets: that is what it is for, and a sandbox without
+	 * them keeps TLS end to end (its connections are still decided by SNI
+	 * and audited as net.connect). */
+	px->http_parse = 1;
+	px->tls_intercept = px->n_secrets > 0;
+	if (!px->tls_intercept)
 		return 0;
 	char err[256];
 	if (sbx_tlsca_new(&px->ca, px->sb->id, err, sizeof err))
@@ -305,7 +309,7 @@ static int is_passthrough(struct sbx_proxy *px, const char *sni, unsigned port)
 int px_icpt_begin(struct sbx_proxy *px, struct px_conn *c, enum sbx_sniff_kind kind,
 		  const char *name)
 {
-	if (!px->intercept || (kind != SBX_SNIFF_HTTP && kind != SBX_SNIFF_TLS))
+	if (!(kind == SBX_SNIFF_HTTP && px->http_parse) && !(kind == SBX_SNIFF_TLS && px->tls_intercept))
 		return 0;
 	if (kind == SBX_SNIFF_TLS && is_passthrough(px, name, c->port))
 		return 0;
