@@ -315,6 +315,19 @@ static void close_fds(struct sandbox *sb)
 	sb->fd = sb->wake_fd = -1;
 }
 
+/* A NULL-terminated list as a JSON array; NULL as null ("not set"). */
+static void audit_strv(struct sbx_json *j, const char *key, const char *const *v)
+{
+	if (!v) {
+		sbx_json_null(j, key);
+		return;
+	}
+	sbx_json_open_array(j, key);
+	for (size_t i = 0; v[i]; i++)
+		sbx_json_str(j, NULL, v[i]);
+	sbx_json_close_array(j);
+}
+
 static void audit_create(struct sandbox *sb, const sandbox_options_t *o, double boot_ms)
 {
 	struct sbx_json j;
@@ -338,6 +351,17 @@ static void audit_create(struct sandbox *sb, const sandbox_options_t *o, double 
 		sbx_json_str(&j, "host_path", o->volumes[i].host_path);
 		sbx_json_str(&j, "guest_path", o->volumes[i].guest_path);
 		sbx_json_bool(&j, "readonly", !!(o->volumes[i].flags & SANDBOX_VOLUME_READONLY));
+		sbx_json_close(&j);
+	}
+	sbx_json_close_array(&j);
+	audit_strv(&j, "allow_net", o->allow_net);
+	audit_strv(&j, "dns_servers", o->dns_servers);
+	audit_strv(&j, "tls_passthrough", o->tls_passthrough);
+	sbx_json_open_array(&j, "secrets"); /* names and hosts, never values */
+	for (size_t i = 0; i < o->secrets_count; i++) {
+		sbx_json_open(&j, NULL);
+		sbx_json_str(&j, "name", o->secrets[i].name);
+		audit_strv(&j, "hosts", o->secrets[i].hosts);
 		sbx_json_close(&j);
 	}
 	sbx_json_close_array(&j);
