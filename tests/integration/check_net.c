@@ -115,8 +115,10 @@ static int sh(sandbox_t *sb, const char *script, char **out)
 	const char *so = sandbox_result_stdout(r, &no), *se = sandbox_result_stderr(r, &ne);
 	if (out) {
 		*out = malloc(no + ne + 1);
-		memcpy(*out, so, no);
-		memcpy(*out + no, se, ne);
+		if (no)
+			memcpy(*out, so, no);
+		if (ne)
+			memcpy(*out + no, se, ne);
 		(*out)[no + ne] = '\0';
 	}
 	int code = sandbox_result_exit_code(r);
