@@ -26,6 +26,8 @@ static const char run_usage[] =
     "  --no-net                   block all outbound traffic (an empty allowlist)\n"
     "  --secret NAME@HOST[,HOST]  secret NAME, value taken from the environment\n"
     "                             variable NAME, sent only to HOSTs (repeatable)\n"
+    "  --secret-in-body NAME@HOST[,HOST]  the same, and the placeholder is also\n"
+    "                             replaced in request bodies\n"
     "  --volume HOSTDIR:GUESTPATH[:ro]  share a host directory (repeatable)\n"
     "  --dns-server ADDR          upstream DNS server: IPv4, IPv4:port, [IPv6] or\n"
     "                             [IPv6]:port (repeatable; default: the host's)\n"
@@ -100,7 +102,7 @@ static int room(size_t n, const char *what)
  * so it never appears on a command line (ps, shell history). An empty
  * host list ("NAME@") goes to the library, which refuses it with the
  * message every front end gives. */
-static int parse_secret(struct run_args *a, char *spec)
+static int parse_secret(struct run_args *a, char *spec, unsigned int flags)
 {
 	size_t i = a->opts.secrets_count;
 	if (room(i, "--secret"))
@@ -129,7 +131,7 @@ static int parse_secret(struct run_args *a, char *spec)
 	     h = strtok_r(NULL, ",", &save))
 		hosts[n++] = h;
 	a->secret_hosts[i] = hosts;
-	a->secrets[i] = (sandbox_secret_t){spec, value, hosts, 0};
+	a->secrets[i] = (sandbox_secret_t){spec, value, hosts, flags};
 	a->opts.secrets = a->secrets;
 	a->opts.secrets_count = i + 1;
 	return 0;
@@ -194,13 +196,15 @@ enum {
 	OPT_DNS_SERVER,
 	OPT_TLS_CA_FILE,
 	OPT_TLS_PASSTHROUGH,
-	OPT_BLOCK_MISDIRECTED
+	OPT_BLOCK_MISDIRECTED,
+	OPT_SECRET_IN_BODY
 };
 
 static const struct option run_options[] = {
     {"allow-net", required_argument, NULL, OPT_ALLOW_NET},
     {"no-net", no_argument, NULL, OPT_NO_NET},
     {"secret", required_argument, NULL, OPT_SECRET},
+    {"secret-in-body", required_argument, NULL, OPT_SECRET_IN_BODY},
     {"volume", required_argument, NULL, OPT_VOLUME},
     {"meta", required_argument, NULL, OPT_META},
     {"env", required_argument, NULL, OPT_ENV},
@@ -230,7 +234,8 @@ static int parse_one(struct run_args *a, int c)
 		a->allow_net_given = 1;
 		return 0;
 	case OPT_NO_NET: a->allow_net_given = 1; return 0;
-	case OPT_SECRET: return parse_secret(a, optarg);
+	case OPT_SECRET: return parse_secret(a, optarg, 0);
+	case OPT_SECRET_IN_BODY: return parse_secret(a, optarg, SANDBOX_SECRET_SUBSTITUTE_BODY);
 	case OPT_VOLUME: return parse_volume(a, optarg);
 	case OPT_META: return parse_meta(a, optarg);
 	case OPT_ENV:
