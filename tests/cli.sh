@@ -66,14 +66,17 @@ if bash "$src/tests/net/testnet.sh" status >/dev/null 2>&1; then
 	# without --allow-net nothing is restricted (still through the proxy, audited)
 	secret=s3cret-cli-$$
 	want=$(printf %s "$secret" | sha256sum | cut -d' ' -f1)
+	ca=$(. "$src/tests/net/env.sh" && echo "$TESTNET_CA")
 	TOKEN=$secret "$SBX" run -q --dns-server 192.0.2.53 --secret-in-body TOKEN@api.example.test \
-		--block-misdirected -- sh -c 'echo "PH=$TOKEN"; '"$curl_"' --data-binary "$TOKEN" http://api.example.test/echo; echo; '"$curl_"' -o /dev/null -w "other=%{http_code}\n" http://other.test/echo; '"$curl_"' -o /dev/null -w "misdirected=%{http_code}\n" -H "X-Token: $TOKEN" http://other.test/echo' \
+		--tls-ca-file "$ca" --block-misdirected -- sh -c 'echo "PH=$TOKEN"; '"$curl_"' --data-binary "$TOKEN" http://api.example.test/echo; echo; '"$curl_"' --data-binary "$TOKEN" https://api.example.test/echo; echo; '"$curl_"' -o /dev/null -w "other=%{http_code}\n" http://other.test/echo; '"$curl_"' -o /dev/null -w "misdirected=%{http_code}\n" -H "X-Token: $TOKEN" http://other.test/echo' \
 		>"$work/net2" 2>&1
 	check "run --secret-in-body: the guest sees only a placeholder" \
 		bash -c "grep -Eqx 'PH=SBX_PH_TOKEN_[a-z2-7]{32}' '$work/net2' && ! grep -q '$secret' '$work/net2'" ||
 		cat "$work/net2"
 	check "run --secret-in-body: the value (from our environment) reaches the allowed host" \
 		grep -q "\"body_sha256\": \"$want\"" "$work/net2"
+	check "run --tls-ca-file: HTTPS upstream verified with our CA, value substituted" \
+		bash -c "[ \$(grep -c '\"body_sha256\": \"$want\"' '$work/net2') = 2 ] && grep -q '\"tls\": true' '$work/net2'"
 	check "run without --allow-net: other hosts are reachable" grep -qx "other=200" "$work/net2"
 	check "run --block-misdirected: a placeholder to another host is blocked" \
 		grep -qx 'misdirected=403' "$work/net2"

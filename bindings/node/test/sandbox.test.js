@@ -205,6 +205,9 @@ test('network policy, secrets, read-only volume', async (t) => {
     { encoding: 'utf8' });
   assert.equal(status.status, 0,
     `the test network is not up (tests/net/testnet.sh up):\n${status.stdout}${status.stderr}`);
+  const TESTNET_CA = spawnSync('bash', ['-c', `. '${TOP}/tests/net/env.sh' && echo "$TESTNET_CA"`],
+    { encoding: 'utf8' }).stdout.trim();
+  assert.ok(fs.existsSync(TESTNET_CA), `no test network CA at '${TESTNET_CA}'`);
   const project = fs.mkdtempSync('/tmp/sbx-node-volume-');
   fs.chmodSync(project, 0o755);
   fs.writeFileSync(path.join(project, 'hello.txt'), 'from the host\n', { mode: 0o644 });
@@ -212,6 +215,7 @@ test('network policy, secrets, read-only volume', async (t) => {
   const sb = await Sandbox.create({
     allowNet: ['example.test', 'api.example.test'],
     dnsServers: ['192.0.2.53'],
+    tlsCaFile: TESTNET_CA, // the test servers' CA, for upstream TLS
     secrets: { TOKEN: { value: SECRET, hosts: ['api.example.test'], substituteBody: true } },
     blockMisdirectedSecrets: true,
     volumes: { '/project': { hostPath: project, readonly: true } },
@@ -249,6 +253,10 @@ test('network policy, secrets, read-only volume', async (t) => {
     const sha = require('node:crypto').createHash('sha256').update(SECRET).digest('hex');
     assert.equal(JSON.parse(body.stdout).body_sha256, sha);
     assert.ok(!body.stdout.includes(SECRET));
+    const tls = await sb.run(`${CURL} --data-binary "$TOKEN" https://api.example.test/echo`);
+    assert.equal(tls.exitCode, 0, tls.stdout + tls.stderr);
+    assert.equal(JSON.parse(tls.stdout).body_sha256, sha);
+    assert.equal(JSON.parse(tls.stdout).tls, true);
     // blockMisdirectedSecrets: example.test is allowed, but not for TOKEN
     const mis = await sb.run(`${CURL} -o /dev/null -w '%{http_code}' -H "X-Token: $TOKEN" ` +
       'http://example.test/echo');

@@ -38,6 +38,7 @@ def net_sb(project):
     testnet.require_up()  # fails (never skips) when the network is down
     with Sandbox.create(allow_net=["example.test", "api.example.test"],
                         dns_servers=["192.0.2.53"],
+                        tls_ca_file=testnet.ENV["TESTNET_CA"],  # the test servers' CA
                         secrets={"TOKEN": {"value": SECRET, "hosts": ["api.example.test"],
                                            "substitute_body": True}},
                         block_misdirected_secrets=True,
@@ -104,6 +105,14 @@ def test_the_value_reaches_the_allowed_host_in_the_body(net_sb):
     assert r.ok, r
     assert hashlib.sha256(SECRET.encode()).hexdigest() in r.stdout
     assert SECRET not in r.stdout  # echoed values come back as the placeholder
+
+
+def test_the_value_reaches_the_allowed_host_over_https(net_sb):
+    # upstream TLS verified against tls_ca_file (the test network's CA)
+    r = net_sb.run(CURL + '--data-binary "$TOKEN" https://api.example.test/echo')
+    assert r.ok, r
+    assert hashlib.sha256(SECRET.encode()).hexdigest() in r.stdout
+    assert '"tls": true' in r.stdout
 
 
 def test_placeholder_to_another_host_is_blocked(net_sb):
