@@ -12,6 +12,8 @@ int main(void)
 	const sandbox_kv_t meta[] = {{"owner", "quickstart"}};
 	opts.metadata = meta;
 	opts.metadata_count = 1;
+	static const char *const no_net[] = {NULL}; /* an empty allowlist: no network */
+	opts.allow_net = no_net;
 
 	sandbox_t *sb;
 	int rc = sandbox_create(&sb, &opts, 0);

@@ -53,6 +53,48 @@ while IFS=$'\x1f' read -r name envs args; do
 done <"$work/cases.tsv"
 check "secret value comes from the environment only" bash -c "unset TOKEN; '$SBX' run --secret TOKEN@api.example.com -- true 2>&1 | grep -q 'environment variable TOKEN is not set'"
 
+# --------------------------- network policy, secrets, volumes (test network)
+curl_='curl -sS --max-time 20'
+if bash "$src/tests/net/testnet.sh" status >/dev/null 2>&1; then
+	ok "the test network is up"
+	"$SBX" run -q --allow-net example.test --dns-server 192.0.2.53 -- \
+		sh -c "$curl_ http://example.test/echo && echo REACHED; $curl_ http://other.test/echo || echo BLOCKED" \
+		>"$work/net1" 2>&1
+	check "run --allow-net/--dns-server: the allowed host answers, another is blocked" \
+		bash -c "grep -qx REACHED '$work/net1' && grep -q '\"path\": \"/echo\"' '$work/net1' && grep -qx BLOCKED '$work/net1'" ||
+		cat "$work/net1"
+	# without --allow-net nothing is restricted (still through the proxy, audited)
+	secret=s3cret-cli-$$
+	want=$(printf %s "$secret" | sha256sum | cut -d' ' -f1)
+	ca=$(. "$src/tests/net/env.sh" && echo "$TESTNET_CA")
+	TOKEN=$secret "$SBX" run -q --dns-server 192.0.2.53 --secret-in-body TOKEN@api.example.test \
+		--tls-ca-file "$ca" --block-misdirected -- sh -c 'echo "PH=$TOKEN"; '"$curl_"' --data-binary "$TOKEN" http://api.example.test/echo; echo; '"$curl_"' --data-binary "$TOKEN" https://api.example.test/echo; echo; '"$curl_"' -o /dev/null -w "other=%{http_code}\n" http://other.test/echo; '"$curl_"' -o /dev/null -w "misdirected=%{http_code}\n" -H "X-Token: $TOKEN" http://other.test/echo' \
+		>"$work/net2" 2>&1
+	check "run --secret-in-body: the guest sees only a placeholder" \
+		bash -c "grep -Eqx 'PH=SBX_PH_TOKEN_[a-z2-7]{32}' '$work/net2' && ! grep -q '$secret' '$work/net2'" ||
+		cat "$work/net2"
+	check "run --secret-in-body: the value (from our environment) reaches the allowed host" \
+		grep -q "\"body_sha256\": \"$want\"" "$work/net2"
+	check "run --tls-ca-file: HTTPS upstream verified with our CA, value substituted" \
+		bash -c "[ \$(grep -c '\"body_sha256\": \"$want\"' '$work/net2') = 2 ] && grep -q '\"tls\": true' '$work/net2'"
+	check "run without --allow-net: other hosts are reachable" grep -qx "other=200" "$work/net2"
+	check "run --block-misdirected: a placeholder to another host is blocked" \
+		grep -qx 'misdirected=403' "$work/net2"
+else
+	not_ok "the test network is not up (run tests/net/testnet.sh up as root): network tests not run"
+fi
+mkdir -p "$work/proj"
+echo "from the host" >"$work/proj/hello.txt"
+chmod 755 "$work" "$work/proj"
+chmod 644 "$work/proj/hello.txt"
+"$SBX" run -q --no-net --volume "$work/proj:/project:ro" -- \
+	sh -c "cat /project/hello.txt; echo x > /project/new.txt || echo READONLY; $curl_ http://203.0.113.7/ || echo NONET" \
+	>"$work/vol" 2>&1
+check "run --volume ...:ro: readable, not writable" \
+	bash -c "grep -qx 'from the host' '$work/vol' && grep -qx READONLY '$work/vol' && [ ! -e '$work/proj/new.txt' ]" ||
+	cat "$work/vol"
+check "run --no-net: nothing is reachable" grep -qx NONET "$work/vol"
+
 # ---------------------------------------- run: output, status, audit
 stamp() { while IFS= read -r l; do echo "$(date +%s.%N) $l"; done; }
 "$SBX" run --meta owner=cli --env GREETING=hi --audit-log "$work/audit.jsonl" -- \

@@ -26,7 +26,16 @@ static const char run_usage[] =
     "  --no-net                   block all outbound traffic (an empty allowlist)\n"
     "  --secret NAME@HOST[,HOST]  secret NAME, value taken from the environment\n"
     "                             variable NAME, sent only to HOSTs (repeatable)\n"
+    "  --secret-in-body NAME@HOST[,HOST]  the same, and the placeholder is also\n"
+    "                             replaced in request bodies\n"
     "  --volume HOSTDIR:GUESTPATH[:ro]  share a host directory (repeatable)\n"
+    "  --dns-server ADDR          upstream DNS server: IPv4, IPv4:port, [IPv6] or\n"
+    "                             [IPv6]:port (repeatable; default: the host's)\n"
+    "  --tls-ca-file FILE         extra CA file (PEM) trusted for upstream TLS\n"
+    "  --tls-passthrough PATTERN  tunnel TLS to PATTERN without interception\n"
+    "                             (repeatable)\n"
+    "  --block-misdirected        block requests carrying a secret's placeholder\n"
+    "                             to a host not allowed for that secret\n"
     "  --meta KEY=VALUE           metadata carried in audit events (repeatable)\n"
     "  --env NAME=VALUE           environment of the command (repeatable)\n"
     "  --audit-log FILE           append audit events (JSON Lines) to FILE\n"
@@ -56,6 +65,10 @@ struct run_args {
 	sandbox_kv_t meta[MAX_LIST];
 	const char *env[MAX_LIST + 1];
 	size_t env_count;
+	const char *dns_servers[MAX_LIST + 1];
+	size_t dns_count;
+	const char *passthrough[MAX_LIST + 1];
+	size_t passthrough_count;
 	int forward_stdin;
 	int quiet;
 	char **command;
@@ -86,14 +99,16 @@ static int room(size_t n, const char *what)
 }
 
 /* NAME@HOST[,HOST...]; the value comes from the environment variable NAME
- * so it never appears on a command line (ps, shell history). */
-static int parse_secret(struct run_args *a, char *spec)
+ * so it never appears on a command line (ps, shell history). An empty
+ * host list ("NAME@") goes to the library, which refuses it with the
+ * message every front end gives. */
+static int parse_secret(struct run_args *a, char *spec, unsigned int flags)
 {
 	size_t i = a->opts.secrets_count;
 	if (room(i, "--secret"))
 		return -1;
 	char *at = strchr(spec, '@');
-	if (!at || at == spec || !at[1]) {
+	if (!at || at == spec) {
 		sbx_cli_err("--secret '%s': expected NAME@HOST[,HOST...]", spec);
 		return -1;
 	}
@@ -116,7 +131,7 @@ static int parse_secret(struct run_args *a, char *spec)
 	     h = strtok_r(NULL, ",", &save))
 		hosts[n++] = h;
 	a->secret_hosts[i] = hosts;
-	a->secrets[i] = (sandbox_secret_t){spec, value, hosts, 0};
+	a->secrets[i] = (sandbox_secret_t){spec, value, hosts, flags};
 	a->opts.secrets = a->secrets;
 	a->opts.secrets_count = i + 1;
 	return 0;
@@ -177,26 +192,37 @@ enum {
 	OPT_TIMEOUT,
 	OPT_WORKDIR,
 	OPT_IMAGE,
-	OPT_STATE_DIR
+	OPT_STATE_DIR,
+	OPT_DNS_SERVER,
+	OPT_TLS_CA_FILE,
+	OPT_TLS_PASSTHROUGH,
+	OPT_BLOCK_MISDIRECTED,
+	OPT_SECRET_IN_BODY
 };
 
-static const struct option run_options[] = {{"allow-net", required_argument, NULL, OPT_ALLOW_NET},
-					    {"no-net", no_argument, NULL, OPT_NO_NET},
-					    {"secret", required_argument, NULL, OPT_SECRET},
-					    {"volume", required_argument, NULL, OPT_VOLUME},
-					    {"meta", required_argument, NULL, OPT_META},
-					    {"env", required_argument, NULL, OPT_ENV},
-					    {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
-					    {"memory", required_argument, NULL, OPT_MEMORY},
-					    {"vcpus", required_argument, NULL, OPT_VCPUS},
-					    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-					    {"workdir", required_argument, NULL, OPT_WORKDIR},
-					    {"image", required_argument, NULL, OPT_IMAGE},
-					    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
-					    {"stdin", no_argument, NULL, 'i'},
-					    {"quiet", no_argument, NULL, 'q'},
-					    {"help", no_argument, NULL, 'h'},
-					    {NULL, 0, NULL, 0}};
+static const struct option run_options[] = {
+    {"allow-net", required_argument, NULL, OPT_ALLOW_NET},
+    {"no-net", no_argument, NULL, OPT_NO_NET},
+    {"secret", required_argument, NULL, OPT_SECRET},
+    {"secret-in-body", required_argument, NULL, OPT_SECRET_IN_BODY},
+    {"volume", required_argument, NULL, OPT_VOLUME},
+    {"meta", required_argument, NULL, OPT_META},
+    {"env", required_argument, NULL, OPT_ENV},
+    {"audit-log", required_argument, NULL, OPT_AUDIT_LOG},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {"vcpus", required_argument, NULL, OPT_VCPUS},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"workdir", required_argument, NULL, OPT_WORKDIR},
+    {"image", required_argument, NULL, OPT_IMAGE},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"dns-server", required_argument, NULL, OPT_DNS_SERVER},
+    {"tls-ca-file", required_argument, NULL, OPT_TLS_CA_FILE},
+    {"tls-passthrough", required_argument, NULL, OPT_TLS_PASSTHROUGH},
+    {"block-misdirected", no_argument, NULL, OPT_BLOCK_MISDIRECTED},
+    {"stdin", no_argument, NULL, 'i'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0}};
 
 static int parse_one(struct run_args *a, int c)
 {
@@ -208,7 +234,8 @@ static int parse_one(struct run_args *a, int c)
 		a->allow_net_given = 1;
 		return 0;
 	case OPT_NO_NET: a->allow_net_given = 1; return 0;
-	case OPT_SECRET: return parse_secret(a, optarg);
+	case OPT_SECRET: return parse_secret(a, optarg, 0);
+	case OPT_SECRET_IN_BODY: return parse_secret(a, optarg, SANDBOX_SECRET_SUBSTITUTE_BODY);
 	case OPT_VOLUME: return parse_volume(a, optarg);
 	case OPT_META: return parse_meta(a, optarg);
 	case OPT_ENV:
@@ -224,6 +251,20 @@ static int parse_one(struct run_args *a, int c)
 	case OPT_WORKDIR: a->opts.workdir = optarg; return 0;
 	case OPT_IMAGE: a->opts.image = optarg; return 0;
 	case OPT_STATE_DIR: a->opts.state_dir = optarg; return 0;
+	case OPT_DNS_SERVER:
+		if (room(a->dns_count, "--dns-server"))
+			return -1;
+		a->dns_servers[a->dns_count++] = optarg;
+		a->opts.dns_servers = a->dns_servers; /* NULL-terminated by zeroing */
+		return 0;
+	case OPT_TLS_CA_FILE: a->opts.tls_ca_file = optarg; return 0;
+	case OPT_TLS_PASSTHROUGH:
+		if (room(a->passthrough_count, "--tls-passthrough"))
+			return -1;
+		a->passthrough[a->passthrough_count++] = optarg;
+		a->opts.tls_passthrough = a->passthrough;
+		return 0;
+	case OPT_BLOCK_MISDIRECTED: a->opts.net_flags |= SANDBOX_NET_BLOCK_MISDIRECTED; return 0;
 	case 'i': a->forward_stdin = 1; return 0;
 	case 'q': a->quiet = 1; return 0;
 	default: return -1;

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "sandbox",
-      "sources": ["src/addon.c", "src/convert.c", "src/forkguard.c", "src/proc.c", "src/work.c"],
+      "sources": ["src/addon.c", "src/convert.c", "src/files.c", "src/forkguard.c", "src/proc.c", "src/work.c"],
       "defines": ["NAPI_VERSION=8"],
       # the installed library through pkg-config; SANDBOX_CFLAGS and
       # SANDBOX_LIBS point at an uninstalled one (tests/node.sh)

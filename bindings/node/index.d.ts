@@ -50,6 +50,48 @@ export interface CreateOptions {
   onAudit?: (event: AuditEvent) => void;
   /** Seconds to wait for the guest agent. */
   bootTimeout?: number;
+  /** Upstream DNS servers: 'IPv4', 'IPv4:port', '[IPv6]' or '[IPv6]:port';
+   * undefined = the host's resolver configuration. */
+  dnsServers?: string[];
+  /** Extra CA file (PEM) trusted for upstream TLS. */
+  tlsCaFile?: string;
+  /** Host patterns tunnelled without TLS interception. */
+  tlsPassthrough?: string[];
+  /** Block a request carrying a secret's placeholder to a host not on that
+   * secret's list (instead of sending the placeholder unchanged). */
+  blockMisdirectedSecrets?: boolean;
+}
+
+export interface FileInfo {
+  /** Entry name in a listing; the path for stat(). */
+  name: string;
+  type: 'file' | 'directory' | 'symlink' | 'other';
+  /** Permission bits (0o7777). */
+  mode: number;
+  size: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+  uid: number;
+  gid: number;
+  /** Symlinks: the target; else null. */
+  linkTarget: string | null;
+}
+
+/** Files in a sandbox (`sb.files`); every call runs off the main thread. */
+export class Files {
+  write(path: string, data: string | Buffer | Uint8Array,
+    options?: { mode?: number; parents?: boolean }): Promise<void>;
+  read(path: string, options?: { maxSize?: number }): Promise<Buffer>;
+  read(path: string, options: { encoding: BufferEncoding; maxSize?: number }): Promise<string>;
+  stat(path: string, options?: { followSymlinks?: boolean }): Promise<FileInfo>;
+  /** Sorted by name. */
+  list(path: string): Promise<FileInfo[]>;
+  exists(path: string): Promise<boolean>;
+  mkdir(path: string, options?: { mode?: number; parents?: boolean }): Promise<void>;
+  remove(path: string, options?: { recursive?: boolean }): Promise<void>;
+  upload(hostPath: string, guestPath: string, options?: { parents?: boolean }): Promise<void>;
+  /** hostPath must not exist yet (its parent must). */
+  download(guestPath: string, hostPath: string): Promise<void>;
 }
 
 export interface RunOptions {
@@ -111,6 +153,9 @@ export class Sandbox implements AsyncDisposable {
   readonly id: string;
   readonly isRunning: boolean;
   readonly metadata: Record<string, string>;
+  readonly files: Files;
+  /** undefined/null: allow everything; []: nothing. */
+  setAllowNet(allowNet?: string[] | null): Promise<void>;
   ping(): Promise<void>;
   run(cmd: Command, options?: RunOptions): Promise<CommandResult>;
   spawn(cmd: Command, options?: SpawnOptions): Promise<Process>;
@@ -123,7 +168,8 @@ export type SandboxErrorCode =
   | 'SANDBOX_E_UNSUPPORTED' | 'SANDBOX_E_IMAGE' | 'SANDBOX_E_LIBVIRT' | 'SANDBOX_E_BOOT'
   | 'SANDBOX_E_PROTOCOL' | 'SANDBOX_E_DEAD' | 'SANDBOX_E_TIMEOUT' | 'SANDBOX_E_NOTFOUND'
   | 'SANDBOX_E_EXEC' | 'SANDBOX_E_IO' | 'SANDBOX_E_BUSY' | 'SANDBOX_E_ACCEL'
-  | 'SANDBOX_E_PERM' | 'SANDBOX_E_ABORTED';
+  | 'SANDBOX_E_PERM' | 'SANDBOX_E_ABORTED' | 'SANDBOX_E_ISDIR' | 'SANDBOX_E_NOTDIR'
+  | 'SANDBOX_E_EXISTS' | 'SANDBOX_E_NOSPACE' | 'SANDBOX_E_NOTEMPTY' | 'SANDBOX_E_TOOBIG';
 
 export class SandboxError extends Error {
   readonly code: SandboxErrorCode;

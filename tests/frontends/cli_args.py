@@ -19,6 +19,12 @@ for name, spec in cases.items():
         args.append(f"--secret={sname}@{','.join(s['hosts'])}")
     for guest, v in spec.get("volumes", {}).items():
         args.append(f"--volume={v['host_path']}:{guest}{':ro' if v.get('readonly') else ''}")
+    for addr in spec.get("dns_servers", []):
+        args.append(f"--dns-server={addr}")
+    if "tls_ca_file" in spec:
+        args.append(f"--tls-ca-file={spec['tls_ca_file']}")
+    for p in spec.get("tls_passthrough", []):
+        args.append(f"--tls-passthrough={p}")
     if "memory_mb" in spec:
         args.append(f"--memory={spec['memory_mb']}")
     for k, v in spec.get("env", {}).items():

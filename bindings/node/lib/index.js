@@ -8,10 +8,21 @@
 const path = require('node:path');
 const { Readable, Writable } = require('node:stream');
 
+// RTLD_DEEPBIND: the node executable exports its bundled c-ares, OpenSSL,
+// zlib... and without it libsandbox's references to those libraries bind
+// to Node's copies (other versions, other ABIs: DNS through the proxy then
+// times out). With it, libsandbox and its dependencies resolve against
+// the system libraries they were linked with first; N-API symbols, which
+// only the executable defines, are still found there.
 function loadAddon() {
   const explicit = process.env.SANDBOX_NODE_ADDON;
-  if (explicit) return require(path.resolve(explicit));
-  return require(path.join(__dirname, '..', 'build', 'Release', 'sandbox.node'));
+  const file = explicit ? path.resolve(explicit)
+    : path.join(__dirname, '..', 'build', 'Release', 'sandbox.node');
+  const { RTLD_NOW, RTLD_DEEPBIND } = require('node:os').constants.dlopen;
+  if (RTLD_DEEPBIND === undefined) return require(file); // not glibc
+  const mod = { exports: {} };
+  process.dlopen(mod, file, RTLD_NOW | RTLD_DEEPBIND);
+  return mod.exports;
 }
 const native = loadAddon();
 
@@ -54,6 +65,11 @@ function envList(env, what) {
 }
 
 const ACCEL = { auto: 0, kvm: 1, tcg: 2 };
+const NET_BLOCK_MISDIRECTED = 0x1;
+const FILE_PARENTS = 0x1;
+const FILE_RECURSIVE = 0x2;
+const FILE_NOFOLLOW = 0x4;
+const FILE_TYPES = { 1: 'file', 2: 'directory', 3: 'symlink', 4: 'other' };
 
 // The shapes of the public options -> the addon's arrays. Value checks are
 // the library's (same message from every front end); only types are ours.
@@ -62,7 +78,8 @@ function nativeOptions(o) {
   if (!isPlainObject(o)) throw new TypeError('options must be an object');
   const known = new Set(['secrets', 'allowNet', 'volumes', 'metadata', 'env', 'memoryMb',
     'vcpus', 'timeout', 'workdir', 'image', 'stateDir', 'libvirtUri', 'accel', 'auditLog',
-    'onAudit', 'bootTimeout']);
+    'onAudit', 'bootTimeout', 'dnsServers', 'tlsCaFile', 'tlsPassthrough',
+    'blockMisdirectedSecrets']);
   for (const k of Object.keys(o)) {
     if (!known.has(k)) throw new TypeError(`unknown option '${k}'`);
   }
@@ -70,7 +87,14 @@ function nativeOptions(o) {
     image: o.image, memoryMb: o.memoryMb, vcpus: o.vcpus, workdir: o.workdir,
     timeout: o.timeout, libvirtUri: o.libvirtUri, stateDir: o.stateDir,
     auditLog: o.auditLog, bootTimeout: o.bootTimeout, env: envList(o.env, 'env'),
+    dnsServers: o.dnsServers, tlsCaFile: o.tlsCaFile, tlsPassthrough: o.tlsPassthrough,
   };
+  if (o.blockMisdirectedSecrets !== undefined) {
+    if (typeof o.blockMisdirectedSecrets !== 'boolean') {
+      throw new TypeError('blockMisdirectedSecrets must be a boolean');
+    }
+    n.netFlags = o.blockMisdirectedSecrets ? NET_BLOCK_MISDIRECTED : 0;
+  }
   if (o.accel !== undefined) {
     if (!(o.accel in ACCEL)) throw new TypeError(`accel must be one of ${Object.keys(ACCEL)}`);
     n.accel = ACCEL[o.accel];
@@ -297,6 +321,123 @@ class Process {
   }
 }
 
+function fileInfo(i) {
+  return { ...i, type: FILE_TYPES[i.type] || 'other' };
+}
+
+function pathArg(p, what) {
+  if (typeof p === 'string') return p;
+  if (p instanceof URL) return require('node:url').fileURLToPath(p);
+  throw new TypeError(`${what} must be a string`);
+}
+
+function fileOptions(o, known) {
+  if (o === undefined || o === null) return {};
+  if (!isPlainObject(o)) throw new TypeError('options must be an object');
+  for (const k of Object.keys(o)) {
+    if (!known.includes(k)) throw new TypeError(`unknown option '${k}'`);
+  }
+  return o;
+}
+
+function modeOf(o) {
+  if (o.mode === undefined) return 0;
+  if (!Number.isInteger(o.mode) || o.mode < 0) throw new TypeError('mode must be an integer');
+  return o.mode;
+}
+
+/** Files in one sandbox (`sb.files`). Guest paths are used as given
+ * (absolute, or relative to "/"). Every call runs off the main thread and
+ * returns a Promise; errors are SandboxErrors with the library's code. */
+class Files {
+  constructor(sandbox) {
+    this._sb = sandbox;
+  }
+
+  /** Create or truncate a file with data (string: UTF-8). Options: mode
+   * (permission bits, default 0o644), parents (create missing parent
+   * directories). */
+  async write(path, data, options) {
+    const o = fileOptions(options, ['mode', 'parents']);
+    let buf;
+    if (typeof data === 'string') buf = Buffer.from(data);
+    else if (Buffer.isBuffer(data)) buf = data;
+    else if (data instanceof Uint8Array) {
+      buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    }
+    else throw new TypeError('data must be a string, Buffer or Uint8Array');
+    await call(native.fileWrite(this._sb._handle, pathArg(path, 'path'), buf, modeOf(o),
+      o.parents ? FILE_PARENTS : 0));
+  }
+
+  /** The whole file as a Buffer (or a string with { encoding }). A file
+   * larger than maxSize bytes (default 64 MiB) fails with SANDBOX_E_TOOBIG. */
+  async read(path, options) {
+    const o = fileOptions(options, ['encoding', 'maxSize']);
+    if (o.maxSize !== undefined && !(Number.isSafeInteger(o.maxSize) && o.maxSize > 0)) {
+      throw new TypeError('maxSize must be a positive integer');
+    }
+    const b = await call(native.fileRead(this._sb._handle, pathArg(path, 'path'),
+      o.maxSize || 0));
+    return o.encoding ? b.toString(o.encoding) : b;
+  }
+
+  /** { name, type: 'file'|'directory'|'symlink'|'other', mode, size, mtime,
+   * uid, gid, linkTarget }. followSymlinks: false describes a symlink
+   * itself. */
+  async stat(path, options) {
+    const o = fileOptions(options, ['followSymlinks']);
+    return fileInfo(await call(native.fileStat(this._sb._handle, pathArg(path, 'path'),
+      o.followSymlinks === false ? FILE_NOFOLLOW : 0)));
+  }
+
+  /** The entries of a directory, sorted by name. */
+  async list(path) {
+    const l = await call(native.fileList(this._sb._handle, pathArg(path, 'path')));
+    return l.map(fileInfo).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /** Whether the path exists (a dangling symlink counts). */
+  async exists(path) {
+    try {
+      await this.stat(path, { followSymlinks: false });
+      return true;
+    } catch (e) {
+      if (e instanceof SandboxError && e.code === 'SANDBOX_E_NOTFOUND') return false;
+      throw e;
+    }
+  }
+
+  /** Make a directory. Options: mode (default 0o755), parents (like
+   * mkdir -p). */
+  async mkdir(path, options) {
+    const o = fileOptions(options, ['mode', 'parents']);
+    await call(native.fileMkdir(this._sb._handle, pathArg(path, 'path'), modeOf(o),
+      o.parents ? FILE_PARENTS : 0));
+  }
+
+  /** Remove a file, symlink or empty directory; { recursive: true }: a
+   * whole tree (symlinks not followed). */
+  async remove(path, options) {
+    const o = fileOptions(options, ['recursive']);
+    await call(native.fileRemove(this._sb._handle, pathArg(path, 'path'),
+      o.recursive ? FILE_RECURSIVE : 0));
+  }
+
+  /** Copy a host file or directory tree into the guest. { parents }. */
+  async upload(hostPath, guestPath, options) {
+    const o = fileOptions(options, ['parents']);
+    await call(native.fileUpload(this._sb._handle, pathArg(hostPath, 'hostPath'),
+      pathArg(guestPath, 'guestPath'), o.parents ? FILE_PARENTS : 0));
+  }
+
+  /** Copy a guest file or tree out to hostPath, which must not exist yet. */
+  async download(guestPath, hostPath) {
+    await call(native.fileDownload(this._sb._handle, pathArg(guestPath, 'guestPath'),
+      pathArg(hostPath, 'hostPath')));
+  }
+}
+
 /** A microVM. `await Sandbox.create(options)`; `await sb.kill()` (or
  * `await using sb = ...`, Symbol.asyncDispose). A sandbox nobody
  * references any more is killed when it is garbage-collected, and every
@@ -305,6 +446,9 @@ class Sandbox {
   constructor(handle, owner) {
     this._handle = handle;
     this._owner = owner;
+    /** The files API: write, read, stat, list, mkdir, remove, upload,
+     * download. */
+    this.files = new Files(this);
   }
 
   /** Boot a sandbox and wait until it is ready. */
@@ -338,6 +482,17 @@ class Sandbox {
 
   get metadata() {
     return native.metadata(this._handle);
+  }
+
+  /** Replace the running sandbox's outbound allowlist: undefined/null
+   * allows everything, [] nothing. New connections and DNS queries follow
+   * it at once. A malformed pattern rejects (SANDBOX_E_INVAL) and the old
+   * list stays. */
+  async setAllowNet(allowNet) {
+    if (allowNet !== undefined && allowNet !== null && !Array.isArray(allowNet)) {
+      throw new TypeError('allowNet must be an array of strings, or undefined');
+    }
+    await call(native.setAllowNet(this._handle, allowNet));
   }
 
   /** Round trip to the guest agent. */
@@ -382,4 +537,4 @@ function version() {
   return native.version();
 }
 
-module.exports = { Sandbox, Process, CommandResult, SandboxError, version };
+module.exports = { Sandbox, Process, CommandResult, SandboxError, Files, version };

@@ -55,7 +55,7 @@ struct sbx_node_sandbox *sbx_node_get_sandbox(napi_env env, napi_value v)
 	return p;
 }
 
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv)
+int sbx_node_get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv)
 {
 	size_t argc = want;
 	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
@@ -133,7 +133,7 @@ static napi_value js_create(napi_env env, napi_callback_info info)
 {
 	napi_value argv[2];
 	napi_valuetype t;
-	if (get_args(env, info, 2, argv) < 0)
+	if (sbx_node_get_args(env, info, 2, argv) < 0)
 		return NULL;
 	struct create_ctx *c = calloc(1, sizeof(*c));
 	struct sbx_node_work *w = calloc(1, sizeof(*w));
@@ -185,7 +185,7 @@ static napi_value simple_call(napi_env env, napi_callback_info info, sbx_node_ex
 			      const char *name)
 {
 	napi_value argv[1];
-	if (get_args(env, info, 1, argv) < 0)
+	if (sbx_node_get_args(env, info, 1, argv) < 0)
 		return NULL;
 	struct sbx_node_sandbox *s = sbx_node_get_sandbox(env, argv[0]);
 	if (!s)
@@ -238,7 +238,7 @@ static void exec_free(struct sbx_node_work *w)
 static napi_value js_exec(napi_env env, napi_callback_info info)
 {
 	napi_value argv[3];
-	if (get_args(env, info, 3, argv) < 0)
+	if (sbx_node_get_args(env, info, 3, argv) < 0)
 		return NULL;
 	struct sbx_node_sandbox *s = sbx_node_get_sandbox(env, argv[0]);
 	if (!s)
@@ -269,7 +269,7 @@ static napi_value js_exec(napi_env env, napi_callback_info info)
 static napi_value js_id(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1], v;
-	if (get_args(env, info, 1, argv) < 0)
+	if (sbx_node_get_args(env, info, 1, argv) < 0)
 		return NULL;
 	struct sbx_node_sandbox *s = sbx_node_get_sandbox(env, argv[0]);
 	if (!s)
@@ -281,7 +281,7 @@ static napi_value js_id(napi_env env, napi_callback_info info)
 static napi_value js_is_running(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1], v;
-	if (get_args(env, info, 1, argv) < 0)
+	if (sbx_node_get_args(env, info, 1, argv) < 0)
 		return NULL;
 	struct sbx_node_sandbox *s = sbx_node_get_sandbox(env, argv[0]);
 	if (!s)
@@ -293,7 +293,7 @@ static napi_value js_is_running(napi_env env, napi_callback_info info)
 static napi_value js_metadata(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1], obj;
-	if (get_args(env, info, 1, argv) < 0)
+	if (sbx_node_get_args(env, info, 1, argv) < 0)
 		return NULL;
 	struct sbx_node_sandbox *s = sbx_node_get_sandbox(env, argv[0]);
 	if (!s)
@@ -402,6 +402,15 @@ static napi_value init(napi_env env, napi_value exports)
 	    {"procSignal", sbx_node_proc_signal},
 	    {"procWait", sbx_node_proc_wait},
 	    {"procPid", sbx_node_proc_pid},
+	    {"setAllowNet", sbx_node_set_allow_net},
+	    {"fileWrite", sbx_node_file_write},
+	    {"fileRead", sbx_node_file_read},
+	    {"fileStat", sbx_node_file_stat},
+	    {"fileList", sbx_node_file_list},
+	    {"fileMkdir", sbx_node_file_mkdir},
+	    {"fileRemove", sbx_node_file_remove},
+	    {"fileUpload", sbx_node_file_upload},
+	    {"fileDownload", sbx_node_file_download},
 	};
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		napi_value f;

@@ -60,6 +60,12 @@ int sbx_node_exec_opts_from_js(napi_env env, napi_value obj, struct sbx_node_opt
 int sbx_node_argv_from_js(napi_env env, napi_value arr, struct sbx_node_opts *keep,
 			  const char ***argv);
 void sbx_node_opts_free(struct sbx_node_opts *o);
+/* One string / a NULL-terminated string array owned by keep. Return 0, or
+ * -1 with a TypeError pending. */
+int sbx_node_string_from_js(napi_env env, napi_value v, const char *what,
+			    struct sbx_node_opts *keep, const char **out);
+int sbx_node_string_array_from_js(napi_env env, napi_value v, const char *what,
+				  struct sbx_node_opts *keep, const char ***out);
 napi_value sbx_node_result_to_js(napi_env env, const sandbox_result_t *r);
 
 /* ---------------------------------------------------------- async work */
@@ -96,6 +102,23 @@ napi_value sbx_node_proc_close_stdin(napi_env env, napi_callback_info info);
 napi_value sbx_node_proc_signal(napi_env env, napi_callback_info info);
 napi_value sbx_node_proc_wait(napi_env env, napi_callback_info info);
 napi_value sbx_node_proc_pid(napi_env env, napi_callback_info info);
+
+/* ---------------------------------------------------------------- files */
+
+/* files.c: Promise-returning files API calls and setAllowNet. */
+napi_value sbx_node_file_write(napi_env env, napi_callback_info info);
+napi_value sbx_node_file_read(napi_env env, napi_callback_info info);
+napi_value sbx_node_file_stat(napi_env env, napi_callback_info info);
+napi_value sbx_node_file_list(napi_env env, napi_callback_info info);
+napi_value sbx_node_file_mkdir(napi_env env, napi_callback_info info);
+napi_value sbx_node_file_remove(napi_env env, napi_callback_info info);
+napi_value sbx_node_file_upload(napi_env env, napi_callback_info info);
+napi_value sbx_node_file_download(napi_env env, napi_callback_info info);
+napi_value sbx_node_set_allow_net(napi_env env, napi_callback_info info);
+
+/* The first want arguments of a call (missing ones undefined). Returns 0
+ * or -1. */
+int sbx_node_get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
 
 /* See forkguard.c. Idempotent. */
 void sbx_node_fork_guard_install(void);

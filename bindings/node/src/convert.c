@@ -274,7 +274,12 @@ int sbx_node_opts_from_js(napi_env env, napi_value obj, struct sbx_node_opts *k)
 	    opt_uint(env, obj, "accel", &accel) < 0 ||
 	    opt_string(env, obj, "auditLog", k, &k->o.audit_log) < 0 || secrets(env, obj, k) < 0 ||
 	    opt_string_array(env, obj, "allowNet", k, &k->o.allow_net) < 0 ||
-	    volumes(env, obj, k) < 0 || opt_uint(env, obj, "bootTimeout", &k->o.boot_timeout_s) < 0)
+	    volumes(env, obj, k) < 0 ||
+	    opt_uint(env, obj, "bootTimeout", &k->o.boot_timeout_s) < 0 ||
+	    opt_string_array(env, obj, "dnsServers", k, &k->o.dns_servers) < 0 ||
+	    opt_string(env, obj, "tlsCaFile", k, &k->o.tls_ca_file) < 0 ||
+	    opt_string_array(env, obj, "tlsPassthrough", k, &k->o.tls_passthrough) < 0 ||
+	    opt_uint(env, obj, "netFlags", &k->o.net_flags) < 0)
 		return -1;
 	k->o.accel = (sandbox_accel_t)accel;
 	return 0;
@@ -311,6 +316,22 @@ int sbx_node_exec_opts_from_js(napi_env env, napi_value obj, struct sbx_node_opt
 	if (present)
 		k->e.max_capture = cap;
 	return 0;
+}
+
+int sbx_node_string_from_js(napi_env env, napi_value v, const char *what, struct sbx_node_opts *k,
+			    const char **out)
+{
+	char *s;
+	if (to_string(env, v, what, k, &s) < 0)
+		return -1;
+	*out = s;
+	return 0;
+}
+
+int sbx_node_string_array_from_js(napi_env env, napi_value v, const char *what,
+				  struct sbx_node_opts *k, const char ***out)
+{
+	return string_array(env, v, what, k, out);
 }
 
 int sbx_node_argv_from_js(napi_env env, napi_value arr, struct sbx_node_opts *k, const char ***argv)

@@ -11,6 +11,8 @@ const { Sandbox, SandboxError, CommandResult, version } = require('..');
 
 const TOP = process.env.SANDBOX_SOURCE_DIR;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const CURL = 'curl -sS --max-time 20';
+const SECRET = 's3cret-node-binding';
 
 function qemuRunning(id) {
   const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' });
@@ -24,7 +26,8 @@ test('environment is set up by tests/node.sh', () => {
 });
 
 test('shared sandbox', async (t) => {
-  const sb = await Sandbox.create({ metadata: { owner: 'node-test' } });
+  // allowNet: []: no outbound traffic at all (checked below)
+  const sb = await Sandbox.create({ metadata: { owner: 'node-test' }, allowNet: [] });
   t.after(() => sb.kill());
 
   await t.test('run: buffered output and exit code', async () => {
@@ -134,6 +137,138 @@ test('shared sandbox', async (t) => {
     await sb.ping();
     assert.ok(Sandbox.list().some((s) => s.id === sb.id));
   });
+
+  await t.test('allowNet [] blocks everything', async () => {
+    const r = await sb.run(`${CURL} http://203.0.113.7/echo`);
+    assert.notEqual(r.exitCode, 0);
+    assert.doesNotMatch(r.stdout, /"method"/);
+  });
+
+  await t.test('files: write, read, stat, list, remove', async () => {
+    const f = sb.files;
+    await f.mkdir('/tmp/jsfiles/sub', { parents: true });
+    const bin = Buffer.from([...Array(256).keys(), ...Array(256).keys()]);
+    await f.write('/tmp/jsfiles/a.bin', bin, { mode: 0o600 });
+    await f.write('/tmp/jsfiles/sub/b.txt', 'héllo\n');
+    assert.deepEqual(await f.read('/tmp/jsfiles/a.bin'), bin);
+    assert.equal(await f.read('/tmp/jsfiles/sub/b.txt', { encoding: 'utf8' }), 'héllo\n');
+    const st = await f.stat('/tmp/jsfiles/a.bin');
+    assert.deepEqual([st.type, st.size, st.mode], ['file', 512, 0o600]);
+    assert.deepEqual((await f.list('/tmp/jsfiles')).map((e) => [e.name, e.type]),
+      [['a.bin', 'file'], ['sub', 'directory']]);
+    assert.equal((await sb.run('cat /tmp/jsfiles/sub/b.txt')).stdout, 'héllo\n');
+    await assert.rejects(f.read('/tmp/jsfiles/a.bin', { maxSize: 100 }),
+      (e) => e instanceof SandboxError && e.code === 'SANDBOX_E_TOOBIG');
+    await assert.rejects(f.remove('/tmp/jsfiles'),
+      (e) => e instanceof SandboxError && e.code === 'SANDBOX_E_NOTEMPTY');
+    await f.remove('/tmp/jsfiles/a.bin');
+    assert.equal(await f.exists('/tmp/jsfiles/a.bin'), false);
+    await f.remove('/tmp/jsfiles', { recursive: true });
+    await assert.rejects(f.stat('/tmp/jsfiles'),
+      (e) => e instanceof SandboxError && e.code === 'SANDBOX_E_NOTFOUND');
+    await assert.rejects(f.write('/tmp/x', 42), TypeError);
+  });
+
+  await t.test('files: upload and download a tree', async () => {
+    const dir = fs.mkdtempSync('/tmp/sbx-node-tree-');
+    try {
+      const src = path.join(dir, 'src');
+      fs.mkdirSync(path.join(src, 'd'), { recursive: true });
+      fs.writeFileSync(path.join(src, 'top.txt'), 'top\n');
+      const deep = require('node:crypto').randomBytes(100000);
+      fs.writeFileSync(path.join(src, 'd', 'deep.bin'), deep);
+      fs.symlinkSync('top.txt', path.join(src, 'link'));
+      await sb.files.upload(src, '/tmp/jstree/in', { parents: true });
+      assert.equal((await sb.run('cat /tmp/jstree/in/top.txt; readlink /tmp/jstree/in/link'))
+        .stdout, 'top\ntop.txt\n');
+      const l = await sb.files.stat('/tmp/jstree/in/link', { followSymlinks: false });
+      assert.deepEqual([l.type, l.linkTarget], ['symlink', 'top.txt']);
+      await sb.run('echo made-inside > /tmp/jstree/in/d/inside.txt');
+      const out = path.join(dir, 'out');
+      // off the main thread: timers keep firing during the transfer
+      await sb.files.download('/tmp/jstree/in', out);
+      assert.equal(fs.readFileSync(path.join(out, 'top.txt'), 'utf8'), 'top\n');
+      assert.deepEqual(fs.readFileSync(path.join(out, 'd', 'deep.bin')), deep);
+      assert.equal(fs.readFileSync(path.join(out, 'd', 'inside.txt'), 'utf8'), 'made-inside\n');
+      assert.equal(fs.readlinkSync(path.join(out, 'link')), 'top.txt');
+      await assert.rejects(sb.files.download('/tmp/jstree/in', out),
+        (e) => e instanceof SandboxError && e.code === 'SANDBOX_E_EXISTS');
+      await sb.files.remove('/tmp/jstree', { recursive: true });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+test('network policy, secrets, read-only volume', async (t) => {
+  const status = spawnSync('bash', [path.join(TOP, 'tests/net/testnet.sh'), 'status'],
+    { encoding: 'utf8' });
+  assert.equal(status.status, 0,
+    `the test network is not up (tests/net/testnet.sh up):\n${status.stdout}${status.stderr}`);
+  const TESTNET_CA = spawnSync('bash', ['-c', `. '${TOP}/tests/net/env.sh' && echo "$TESTNET_CA"`],
+    { encoding: 'utf8' }).stdout.trim();
+  assert.ok(fs.existsSync(TESTNET_CA), `no test network CA at '${TESTNET_CA}'`);
+  const project = fs.mkdtempSync('/tmp/sbx-node-volume-');
+  fs.chmodSync(project, 0o755);
+  fs.writeFileSync(path.join(project, 'hello.txt'), 'from the host\n', { mode: 0o644 });
+  t.after(() => fs.rmSync(project, { recursive: true, force: true }));
+  const sb = await Sandbox.create({
+    allowNet: ['example.test', 'api.example.test'],
+    dnsServers: ['192.0.2.53'],
+    tlsCaFile: TESTNET_CA, // the test servers' CA, for upstream TLS
+    secrets: { TOKEN: { value: SECRET, hosts: ['api.example.test'], substituteBody: true } },
+    blockMisdirectedSecrets: true,
+    volumes: { '/project': { hostPath: project, readonly: true } },
+  });
+  t.after(() => sb.kill());
+
+  await t.test('an allowed host, through the DNS servers given', async () => {
+    const r = await sb.run(`${CURL} http://example.test/echo`);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.match(r.stdout, /"path": "\/echo"/);
+    assert.notEqual((await sb.run(`${CURL} http://other.test/echo`)).exitCode, 0);
+  });
+
+  await t.test('setAllowNet updates the running sandbox', async () => {
+    try {
+      await sb.setAllowNet([]);
+      assert.notEqual((await sb.run(`${CURL} http://example.test/echo`)).exitCode, 0);
+      await sb.setAllowNet(['other.test']);
+      assert.equal((await sb.run(`${CURL} http://other.test/echo`)).exitCode, 0);
+      await assert.rejects(sb.setAllowNet(['bad pattern!']), (e) => e instanceof SandboxError &&
+        e.code === 'SANDBOX_E_INVAL' && e.message.includes('bad pattern!'));
+      assert.equal((await sb.run(`${CURL} http://other.test/echo`)).exitCode, 0);
+      await assert.rejects(sb.setAllowNet('example.test'), TypeError);
+    } finally {
+      await sb.setAllowNet(['example.test', 'api.example.test']);
+    }
+    assert.equal((await sb.run(`${CURL} http://example.test/echo`)).exitCode, 0);
+  });
+
+  await t.test('secrets: the guest sees a placeholder, the allowed host the value', async () => {
+    const r = await sb.run('echo "$TOKEN"');
+    assert.match(r.stdout, /^SBX_PH_TOKEN_[a-z2-7]{32}\n$/);
+    const body = await sb.run(`${CURL} --data-binary "$TOKEN" http://api.example.test/echo`);
+    assert.equal(body.exitCode, 0, body.stderr);
+    const sha = require('node:crypto').createHash('sha256').update(SECRET).digest('hex');
+    assert.equal(JSON.parse(body.stdout).body_sha256, sha);
+    assert.ok(!body.stdout.includes(SECRET));
+    const tls = await sb.run(`${CURL} --data-binary "$TOKEN" https://api.example.test/echo`);
+    assert.equal(tls.exitCode, 0, tls.stdout + tls.stderr);
+    assert.equal(JSON.parse(tls.stdout).body_sha256, sha);
+    assert.equal(JSON.parse(tls.stdout).tls, true);
+    // blockMisdirectedSecrets: example.test is allowed, but not for TOKEN
+    const mis = await sb.run(`${CURL} -o /dev/null -w '%{http_code}' -H "X-Token: $TOKEN" ` +
+      'http://example.test/echo');
+    assert.equal(mis.stdout, '403'); // refused by the proxy, nothing sent upstream
+  });
+
+  await t.test('a read-only volume', async () => {
+    assert.equal(await sb.files.read('/project/hello.txt', { encoding: 'utf8' }),
+      'from the host\n');
+    assert.notEqual((await sb.run('echo x > /project/new.txt')).exitCode, 0);
+    await assert.rejects(sb.files.write('/project/new2.txt', 'x'), SandboxError);
+  });
 });
 
 test('asyncDispose, kill, audit', async () => {
@@ -205,6 +340,9 @@ test('same errors as the C library', async () => {
     if (spec.memory_mb) o.memoryMb = spec.memory_mb;
     if (spec.env) o.env = spec.env;
     if (spec.workdir) o.workdir = spec.workdir;
+    if (spec.dns_servers) o.dnsServers = spec.dns_servers;
+    if (spec.tls_ca_file) o.tlsCaFile = spec.tls_ca_file;
+    if (spec.tls_passthrough) o.tlsPassthrough = spec.tls_passthrough;
     await assert.rejects(Sandbox.create(o), (e) => {
       assert.ok(e instanceof SandboxError, name);
       assert.deepEqual({ errno: e.errno, message: e.message }, ref.get(name), name);
@@ -241,6 +379,7 @@ test('README example runs as written', () => {
   assert.match(r.stdout, /sum of squares 1\.\.100 = 338350/);
   assert.match(r.stdout, /exit code 0/);
   assert.match(r.stdout, /tick 3/);
+  assert.match(r.stdout, /files: \[ 'main\.py' \]/);
 });
 
 test('sandboxes still running when Node exits are killed', () => {

@@ -11,7 +11,8 @@ from libsandbox import Sandbox
 
 @pytest.fixture(scope="session")
 def sb():
-    with Sandbox.create(metadata={"owner": "pytest", "suite": "shared"}) as s:
+    # allow_net=[]: no outbound traffic at all (test_net_files.py checks it)
+    with Sandbox.create(metadata={"owner": "pytest", "suite": "shared"}, allow_net=[]) as s:
         yield s
 
 

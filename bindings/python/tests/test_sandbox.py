@@ -210,6 +210,8 @@ def test_python_type_mistakes():
         Sandbox.create(allow_net="example.com")
     with pytest.raises(TypeError):
         Sandbox.create(metadata=[("a", "b")])
+    with pytest.raises(TypeError):
+        Sandbox.create(dns_servers="192.0.2.53")
     with pytest.raises(ValueError):
         Sandbox.create(memory_mb=-1)
     with pytest.raises(TypeError):
@@ -228,6 +230,7 @@ def test_readme_example_runs_as_written():
     assert r.returncode == 0, r.stderr
     assert "sum of squares 1..100 = 338350" in r.stdout
     assert "exit code 0" in r.stdout
+    assert "files: ['main.py']" in r.stdout
 
 
 def test_sandboxes_still_running_at_exit_are_killed():

@@ -10,6 +10,7 @@ Pure ctypes over libsandbox.so.1 (found through $SANDBOX_LIBRARY, the
 dynamic loader, pkg-config's libdir, then ctypes.util.find_library).
 """
 from ._errors import ErrorCode, SandboxError
+from ._files import FileInfo, Files
 from .sandbox import CommandResult, OutputChunk, Process, Sandbox, list_sandboxes, version
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "Process",
     "CommandResult",
     "OutputChunk",
+    "Files",
+    "FileInfo",
     "SandboxError",
     "ErrorCode",
     "list_sandboxes",

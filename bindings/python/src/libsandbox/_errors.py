@@ -27,6 +27,12 @@ class ErrorCode(enum.IntEnum):
     ACCEL = -16
     PERM = -17
     ABORTED = -18
+    ISDIR = -19
+    NOTDIR = -20
+    EXISTS = -21
+    NOSPACE = -22
+    NOTEMPTY = -23
+    TOOBIG = -24
 
 
 class SandboxError(Exception):

@@ -1,7 +1,8 @@
 """Loading libsandbox.so.1 and declaring its C interface for ctypes.
 
-The structs mirror include/sandbox.h for SANDBOX_OPTIONS_VERSION 1 and
-SANDBOX_EXEC_OPTIONS_VERSION 1. The library accepts these versions for as
+The structs mirror include/sandbox.h for SANDBOX_OPTIONS_VERSION 2 and
+SANDBOX_EXEC_OPTIONS_VERSION 1; the files API and sandbox_set_allow_net
+are LIBSANDBOX_1.1 symbols (library 0.2). The library accepts these versions for as
 long as it lives (options structs only grow at the end), so a newer
 library works with this module unchanged.
 """
@@ -15,11 +16,15 @@ from typing import List
 
 SONAME = "libsandbox.so.1"
 
-OPTIONS_VERSION = 1
+OPTIONS_VERSION = 2
 EXEC_OPTIONS_VERSION = 1
 
 SECRET_SUBSTITUTE_BODY = 0x1
 VOLUME_READONLY = 0x1
+NET_BLOCK_MISDIRECTED = 0x1
+FILE_PARENTS = 0x1
+FILE_RECURSIVE = 0x2
+FILE_NOFOLLOW = 0x4
 PROC_STDIN = 0x1
 STDOUT = 1
 STDERR = 2
@@ -75,6 +80,24 @@ class Options(ctypes.Structure):
         ("volumes", ctypes.POINTER(Volume)),
         ("volumes_count", ctypes.c_size_t),
         ("boot_timeout_s", ctypes.c_uint),
+        # version 2
+        ("dns_servers", c_char_p_p),
+        ("tls_ca_file", ctypes.c_char_p),
+        ("tls_passthrough", c_char_p_p),
+        ("net_flags", ctypes.c_uint),
+    ]
+
+
+class FileInfo(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("type", ctypes.c_int),
+        ("mode", ctypes.c_uint),
+        ("size", ctypes.c_uint64),
+        ("mtime", ctypes.c_int64),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("link_target", ctypes.c_char_p),
     ]
 
 
@@ -163,6 +186,20 @@ def _declare(lib: ctypes.CDLL) -> None:
         "sandbox_result_output_total": (ctypes.c_uint64, [P, I]),
         "sandbox_result_duration_ms": (ctypes.c_double, [P]),
         "sandbox_result_free": (None, [P]),
+        "sandbox_set_allow_net": (I, [P, c_char_p_p, U]),
+        "sandbox_file_write": (I, [P, ctypes.c_char_p, ctypes.c_void_p, S, U, U]),
+        "sandbox_file_read": (I, [P, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p),
+                                  ctypes.POINTER(S), S, U]),
+        "sandbox_buffer_free": (None, [ctypes.c_void_p]),
+        "sandbox_file_stat": (I, [P, ctypes.c_char_p, ctypes.POINTER(ctypes.POINTER(FileInfo)),
+                                  U]),
+        "sandbox_file_list": (I, [P, ctypes.c_char_p, ctypes.POINTER(ctypes.POINTER(FileInfo)),
+                                  ctypes.POINTER(S), U]),
+        "sandbox_file_info_free": (None, [ctypes.POINTER(FileInfo), S]),
+        "sandbox_file_mkdir": (I, [P, ctypes.c_char_p, U, U]),
+        "sandbox_file_remove": (I, [P, ctypes.c_char_p, U]),
+        "sandbox_file_upload": (I, [P, ctypes.c_char_p, ctypes.c_char_p, U]),
+        "sandbox_file_download": (I, [P, ctypes.c_char_p, ctypes.c_char_p, U]),
     }
     for name, (restype, argtypes) in table.items():
         fn = getattr(lib, name)

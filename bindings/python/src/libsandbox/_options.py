@@ -172,6 +172,14 @@ def build_options(keep: Keep, kw: Dict[str, Any]) -> _lib.Options:
         o.allow_net = keep.str_array(kw["allow_net"], "allow_net")
     if kw.get("volumes") is not None:
         _volumes(keep, kw["volumes"], o)
+    if kw.get("dns_servers") is not None:
+        o.dns_servers = keep.str_array(kw["dns_servers"], "dns_servers")
+    if kw.get("tls_ca_file") is not None:
+        o.tls_ca_file = keep.str(kw["tls_ca_file"], "tls_ca_file")
+    if kw.get("tls_passthrough") is not None:
+        o.tls_passthrough = keep.str_array(kw["tls_passthrough"], "tls_passthrough")
+    if kw.get("block_misdirected_secrets"):
+        o.net_flags |= _lib.NET_BLOCK_MISDIRECTED
     return o
 
 

@@ -17,6 +17,7 @@ from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Op
 
 from . import _lib
 from ._errors import ErrorCode, SandboxError, raise_for
+from ._files import Files
 from ._lib import lib
 from ._options import Keep, argv_array, build_exec_options, build_options
 
@@ -115,12 +116,22 @@ class Sandbox:
                libvirt_uri: Optional[str] = None, accel: Optional[str] = None,
                audit_log: Optional[str] = None,
                on_audit: Optional[Callable[[Dict[str, Any]], None]] = None,
-               boot_timeout: Optional[int] = None) -> "Sandbox":
+               boot_timeout: Optional[int] = None,
+               dns_servers: Optional[Sequence[str]] = None,
+               tls_ca_file: Optional[str] = None,
+               tls_passthrough: Optional[Sequence[str]] = None,
+               block_misdirected_secrets: bool = False) -> "Sandbox":
         """Boot a sandbox and wait until it is ready.
 
         secrets: ``{"NAME": {"value": "...", "hosts": ["api.example.com"]}}``
-        (optional ``"substitute_body": True``); the guest sees a placeholder.
+        (optional ``"substitute_body": True``: also in request bodies); the
+        guest sees a placeholder, the value goes only to those hosts.
         allow_net: host patterns; None = not restricted, [] = nothing.
+        dns_servers: upstream resolvers ("192.0.2.53", "[2001:db8::1]:53");
+        None = the host's. tls_ca_file: extra CA (PEM) for upstream TLS.
+        tls_passthrough: host patterns tunnelled without interception.
+        block_misdirected_secrets: block a request carrying a secret's
+        placeholder to a host not on that secret's list.
         volumes: ``{"/guest/path": "/host/dir"}`` or
         ``{"/guest/path": {"host_path": "/host/dir", "readonly": True}}``.
         metadata: key/value pairs carried in audit events.
@@ -133,7 +144,10 @@ class Sandbox:
         kw = dict(secrets=secrets, allow_net=allow_net, volumes=volumes, metadata=metadata,
                   env=env, memory_mb=memory_mb, vcpus=vcpus, timeout=timeout,
                   workdir=workdir, image=image, state_dir=state_dir, libvirt_uri=libvirt_uri,
-                  accel=accel, audit_log=audit_log, boot_timeout=boot_timeout)
+                  accel=accel, audit_log=audit_log, boot_timeout=boot_timeout,
+                  dns_servers=dns_servers, tls_ca_file=tls_ca_file,
+                  tls_passthrough=tls_passthrough,
+                  block_misdirected_secrets=block_misdirected_secrets)
         try:
             opts = build_options(keep, kw)
             audit_fn = None
@@ -171,6 +185,23 @@ class Sandbox:
             raise_for(lib.sandbox_metadata_at(h, i, ctypes.byref(k), ctypes.byref(v)))
             out[(k.value or b"").decode()] = (v.value or b"").decode()
         return out
+
+    @property
+    def files(self) -> Files:
+        """The files API: ``sb.files.write(path, data)``, ``read``, ``stat``,
+        ``list``, ``mkdir``, ``remove``, ``upload``, ``download``."""
+        # made on each access: a stored one would be a reference cycle and
+        # delay the finalizer that kills an unreferenced sandbox
+        return Files(self._h)
+
+    def set_allow_net(self, allow_net: Optional[Sequence[str]]) -> None:
+        """Replace the outbound allowlist of the running sandbox: None
+        allows everything, [] nothing. New connections and DNS queries
+        follow it at once; open connections stay. A malformed pattern
+        raises SandboxError (INVAL) and the old list stays."""
+        keep = Keep()
+        arr = None if allow_net is None else keep.str_array(allow_net, "allow_net")
+        raise_for(lib.sandbox_set_allow_net(self._h(), arr, 0))
 
     def ping(self) -> None:
         """Round trip to the guest agent; raises if the sandbox is dead."""
