@@ -141,7 +141,9 @@ typedef struct sandbox_options {
 	const char *audit_log;
 	sandbox_audit_fn audit_cb;
 	void *audit_userdata;
-	/* Secrets (not supported yet: create refuses them). */
+	/* Secrets: each command sees NAME=<placeholder>; the proxy puts the
+	 * value into requests to the secret's hosts only (TLS interception;
+	 * see README). */
 	const sandbox_secret_t *secrets;
 	size_t secrets_count;
 	/* Outbound allowlist, NULL-terminated patterns (see README: host,
@@ -165,12 +167,12 @@ typedef struct sandbox_options {
 	 * configuration (/etc/resolv.conf). */
 	const char *const *dns_servers;
 	/* Extra CA file (PEM) trusted for upstream TLS besides the host's
-	 * store (not supported yet: create refuses it). */
+	 * store. */
 	const char *tls_ca_file;
-	/* Host patterns tunnelled without TLS interception (not supported
-	 * yet: create refuses a non-NULL list). */
+	/* Host patterns (SNI) tunnelled without TLS interception, for pinned
+	 * or mutual-TLS clients; a secret may not name them. */
 	const char *const *tls_passthrough;
-	unsigned int net_flags; /* SANDBOX_NET_* (none supported yet) */
+	unsigned int net_flags; /* SANDBOX_NET_* */
 } sandbox_options_t;
 
 /* net_flags: block requests carrying a secret's placeholder to a host not
