@@ -22,7 +22,7 @@ if [ "${1:-}" = --asan ]; then
 	[ -f Makefile ] || "$SRC/configure" -q --enable-asan CFLAGS="-O1 -g"
 	log "building with AddressSanitizer in build-asan/"
 	make -j"$(nproc)" >/dev/null
-	make -j"$(nproc)" tests/check_unit tests/check_hostile_files tests/check_vm tests/check_files \
+	make -j"$(nproc)" tests/check_unit tests/check_hostile_files tests/check_vm tests/check_files tests/check_net \
 		examples/quickstart >/dev/null
 	exit 0
 fi

@@ -104,7 +104,9 @@ asan_run() {
 		(cd build-asan && SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test-asan \
 			./tests/check_vm) &&
 		(cd build-asan && SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test-asan \
-			./tests/check_files)
+			./tests/check_files) &&
+		(cd build-asan && SANDBOX_TEST_STATE_DIR=/var/lib/libsandbox-test-asan \
+			./tests/check_net)
 }
 step "integration under AddressSanitizer" asan_run
 

@@ -2,7 +2,7 @@
 # Short libFuzzer runs over the committed corpora (copied, so the run never
 # writes into the source tree). FUZZ_SECONDS sets the time per target.
 set -eu
-secs=${FUZZ_SECONDS:-20}
+secs=${FUZZ_SECONDS:-10}
 status=0
 for t in channel proto dns sniff http_request http_response files; do
 	bin="$top_builddir/tests/fuzz/fuzz_$t"
