@@ -779,6 +779,31 @@ static int prepare_locked(struct sbx_proxy *px, struct px_loop *L, struct px_dns
 	return n;
 }
 
+static int conn_linked(struct sbx_proxy *px, const struct px_conn *c)
+{
+	for (const struct px_conn *x = px->conns; x; x = x->next)
+		if (x == c)
+			return 1;
+	return 0;
+}
+
+/* After pumping, drop connections that ended and refresh the events of
+ * the rest (what a connection waits for changes as its stages move). */
+static int rebuild_poll_set(struct sbx_proxy *px, struct px_loop *L, int n)
+{
+	int m = 1;
+	pthread_mutex_lock(&px->lock);
+	for (int i = 1; i < n; i++) {
+		struct px_conn *c = L->pconn[i];
+		if (!conn_linked(px, c) || c->fd < 0)
+			continue; /* ended (and maybe freed): not dereferenced */
+		L->pfd[m] = (struct pollfd){.fd = c->fd, .events = wanted_events(c)};
+		L->pconn[m++] = c;
+	}
+	pthread_mutex_unlock(&px->lock);
+	return m;
+}
+
 static int poll_timeout(struct sbx_proxy *px)
 {
 	int t = 1000;
@@ -878,6 +903,12 @@ static void *px_main(void *arg)
 		flush_ends(px, &L->it);
 		flush_windows(px, &L->it);
 		handle_dns_batch(px, dns);
+		/* a connection that just became intercepted (its sniff completed
+		 * above) has work before any socket event: its TLS handshakes */
+		pump_intercepted(px, L);
+		flush_ends(px, &L->it);
+		flush_windows(px, &L->it);
+		n = rebuild_poll_set(px, L, n);
 		L->pfd[0] = (struct pollfd){.fd = px->wake_fd, .events = POLLIN};
 		int na = px_dns_pollfds(px, L->pfd + n, ARES_GETSOCK_MAXNUM);
 		int r = poll(L->pfd, (nfds_t)(n + na), poll_timeout(px));

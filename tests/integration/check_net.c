@@ -706,6 +706,67 @@ START_TEST(secret_value_never_in_the_guest)
 }
 END_TEST
 
+
+/* HTTP/1.1 through interception with real clients: keep-alive, HEAD,
+ * HTTP/1.0, 100-continue with a 100 MiB upload, a websocket after 101. */
+START_TEST(http_features_through_interception)
+{
+	sandbox_secret_t sec[2];
+	sandbox_options_t o;
+	secrets_options(&o, sec);
+	struct netsb n;
+	netsb_create_with(&n, &o);
+	sandbox_t *sb = n.sb;
+	expect_ok(sb,
+		  "python3 - <<'EOF'\n"
+		  "import http.client, json, os, ssl, socket, base64\n"
+		  "c = http.client.HTTPSConnection('api.example.test', timeout=60)\n"
+		  "n = []\n"
+		  "for i in range(3):\n"
+		  "    c.request('GET', '/echo?i=%d' % i)\n"
+		  "    n.append(json.loads(c.getresponse().read())['request_on_connection'])\n"
+		  "c.request('HEAD', '/echo')\n"
+		  "r = c.getresponse(); body = r.read()\n"
+		  "assert r.status == 200 and body == b'', (r.status, body)\n"
+		  "c.request('GET', '/echo?after-head')\n"
+		  "n.append(json.loads(c.getresponse().read())['request_on_connection'])\n"
+		  "assert n == [1, 2, 3, 5], n\n"
+		  "s = ssl.create_default_context().wrap_socket(\n"
+		  "    socket.create_connection(('api.example.test', 443)), "
+		  "server_hostname='api.example.test')\n"
+		  "key = base64.b64encode(os.urandom(16)).decode()\n"
+		  "s.sendall(('GET /ws HTTP/1.1\\r\\nHost: api.example.test\\r\\nUpgrade: websocket\\r\\n'\n"
+		  "           'Connection: Upgrade\\r\\nSec-WebSocket-Key: %s\\r\\n'\n"
+		  "           'Sec-WebSocket-Version: 13\\r\\n\\r\\n' % key).encode())\n"
+		  "head = b''\n"
+		  "while b'\\r\\n\\r\\n' not in head:\n"
+		  "    head += s.recv(1)\n"
+		  "assert head.startswith(b'HTTP/1.1 101'), head\n"
+		  "msg = b'hello over websocket'\n"
+		  "mask = os.urandom(4)\n"
+		  "s.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + "
+		  "bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))\n"
+		  "got = b''\n"
+		  "while len(got) < 2 + len(msg):\n"
+		  "    got += s.recv(100)\n"
+		  "assert got[2:] == msg, got\n"
+		  "print('http-ok')\n"
+		  "EOF",
+		  "http-ok");
+	expect_ok(sb, SCURL "-0 https://api.example.test/echo", "HTTP/1.0");
+	/* 100 MiB up: curl sends Expect: 100-continue for a body this size */
+	expect_ok(sb,
+		  "dd if=/dev/urandom of=/tmp/big bs=1M count=100 2>/dev/null && "
+		  "s=$(sha256sum < /tmp/big | cut -c1-64) && "
+		  "curl -sS --fail-with-body --max-time 600 -v -T /tmp/big -X POST "
+		  "https://api.example.test/sha256 2>/tmp/v | grep -q \"$s\" && "
+		  "grep -q '100 Continue' /tmp/v && echo up-ok",
+		  "up-ok");
+	ck_assert(has_event(&n.ev, "\"http.request\"", "\"method\":\"HEAD\"", NULL));
+	netsb_free(&n);
+}
+END_TEST
+
 static Suite *net_suite(void)
 {
 	Suite *s = suite_create("net");
@@ -726,6 +787,10 @@ static Suite *net_suite(void)
 	tcase_add_test(sc, secrets_block_and_passthrough);
 	tcase_add_test(sc, secret_value_never_in_the_guest);
 	suite_add_tcase(s, sc);
+	TCase *h = tcase_create("http");
+	tcase_set_timeout(h, 900);
+	tcase_add_test(h, http_features_through_interception);
+	suite_add_tcase(s, h);
 	return s;
 }
 
