@@ -9,14 +9,14 @@
  *                   intercepted by the library, the placeholder replaced
  *   guest_relay     curl in a sandbox without secrets: TLS end to end, the
  *                   library's proxy only relays the bytes
- *   guest_plain     plain HTTP in the sandbox without secrets: no TLS
+ *   guest_plain_http plain HTTP in the sandbox without secrets: no TLS
  *                   anywhere, what the channel and the guest alone cost
  *
  * Every client sends `Authorization: Bearer <key>` (the placeholder in the
  * intercepting sandbox, so substitution and echo protection do real work).
- * Times are curl's own (time_total), so the guest's exec round trip is left
- * out. Needs the test network (tests/net/testnet.sh up) and mitmdump
- * (apt-get install mitmproxy). Prints one JSON object.
+ * Times are curl's own (transfer: time_total - time_pretransfer; set-up
+ * apart), so the guest's exec round trip is left out. Needs the test network (tests/net/testnet.sh
+ * up) and mitmdump (apt-get install mitmproxy). Prints one JSON object.
  *
  *   bench_https [--image DIR] [--mib N] [--runs N] [--requests N] */
 #include <dirent.h>
@@ -547,11 +547,11 @@ static sandbox_t *create_sandbox(struct bench *b, const char *image, int with_se
 /* ------------------------------------------------------------ output */
 
 struct results {
-	double *dl[P_COUNT];	   /* transfer seconds per run */
-	double *dl_curl[P_COUNT];  /* set-up seconds (curl's time_pretransfer) per run */
-	double *lat[P_COUNT];	   /* mean ms per kept-alive request per run */
-	double *lat_curl[P_COUNT]; /* median of curl's per-request times per run */
-	double *lat_all[P_COUNT];  /* curl's time of every kept-alive request, ms */
+	double *dl[P_COUNT];	  /* transfer seconds per run */
+	double *setup[P_COUNT];	  /* set-up seconds (curl's time_pretransfer) per run */
+	double *lat[P_COUNT];	  /* mean ms per kept-alive request per run */
+	double *lat_med[P_COUNT]; /* median of curl's per-request times per run */
+	double *lat_all[P_COUNT]; /* curl's time of every kept-alive request, ms */
 	int lat_n[P_COUNT];
 	struct cost *cost[P_COUNT]; /* per download run (guest paths) */
 	char tls[P_COUNT][128];
@@ -583,11 +583,11 @@ static void print_path(const struct bench *b, const struct results *r, int p, in
 	printf("      \"download_mib_s\": %.1f, ", dl_mib_s(b, r, p));
 	print_array("download_s", r->dl[p], b->runs, "%.3f");
 	printf(", ");
-	print_array("setup_s", r->dl_curl[p], b->runs, "%.3f");
+	print_array("setup_s", r->setup[p], b->runs, "%.3f");
 	printf(",\n      \"keepalive_ms\": %.3f, ", lat_ms(b, r, p));
 	print_array("keepalive_run_ms", r->lat[p], b->runs, "%.3f");
 	printf(",\n      \"keepalive_curl_median_ms\": %.3f, \"keepalive_curl_p95_ms\": %.3f",
-	       median(r->lat_curl[p], b->runs), quantile(r->lat_all[p], r->lat_n[p], 0.95));
+	       median(r->lat_med[p], b->runs), quantile(r->lat_all[p], r->lat_n[p], 0.95));
 	if (p >= P_INTERCEPT) {
 		double pc[64], qc[64], w[64];
 		int n = b->runs < 64 ? b->runs : 64;
@@ -715,12 +715,12 @@ static void alloc_results(const struct bench *b, struct results *r)
 	for (int p = 0; p < P_COUNT; p++) {
 		r->dl[p] = calloc((size_t)b->runs, sizeof(double));
 		r->lat[p] = calloc((size_t)b->runs, sizeof(double));
-		r->dl_curl[p] = calloc((size_t)b->runs, sizeof(double));
-		r->lat_curl[p] = calloc((size_t)b->runs, sizeof(double));
+		r->setup[p] = calloc((size_t)b->runs, sizeof(double));
+		r->lat_med[p] = calloc((size_t)b->runs, sizeof(double));
 		r->lat_all[p] = calloc((size_t)b->runs * (size_t)b->requests, sizeof(double));
 		r->cost[p] = calloc((size_t)b->runs, sizeof(struct cost));
-		if (!r->dl[p] || !r->lat[p] || !r->dl_curl[p] || !r->lat_curl[p] ||
-		    !r->lat_all[p] || !r->cost[p])
+		if (!r->dl[p] || !r->lat[p] || !r->setup[p] || !r->lat_med[p] || !r->lat_all[p] ||
+		    !r->cost[p])
 			die("out of memory");
 	}
 }
@@ -731,7 +731,7 @@ static void run_once(struct bench *b, struct results *r, int run)
 {
 	for (int k = 0; k < P_COUNT; k++) {
 		int p = (run + k) % P_COUNT;
-		r->dl[p][run] = measure_download(b, p, &r->cost[p][run], &r->dl_curl[p][run]);
+		r->dl[p][run] = measure_download(b, p, &r->cost[p][run], &r->setup[p][run]);
 		fprintf(stderr, "run %d %-17s download %7.1f MiB/s\n", run + 1, path_key[p],
 			b->mib / r->dl[p][run]);
 	}
@@ -739,7 +739,7 @@ static void run_once(struct bench *b, struct results *r, int run)
 		int p = (run + k) % P_COUNT;
 		double *ms = r->lat_all[p] + r->lat_n[p];
 		r->lat[p][run] = measure_keepalive(b, p, ms);
-		r->lat_curl[p][run] = median(ms, b->requests - 1);
+		r->lat_med[p][run] = median(ms, b->requests - 1);
 		r->lat_n[p] += b->requests - 1;
 		fprintf(stderr, "run %d %-17s keep-alive %8.3f ms\n", run + 1, path_key[p],
 			r->lat[p][run]);
