@@ -579,7 +579,13 @@ static void sniff(struct sbx_proxy *px, struct px_iter *it, struct px_conn *c)
 		return;
 	}
 	if (px_icpt_begin(px, c, s.kind, s.has_name ? s.name : "")) {
-		block_after_sniff(px, it, c, 0, "cannot set up interception");
+		char r[96];
+		snprintf(r, sizeof r,
+			 px->n_icpt >= PX_MAX_HTTP
+			     ? "more than %u HTTP/TLS connections at once in this sandbox"
+			     : "cannot set up HTTP processing or interception (%u open)",
+			 PX_MAX_HTTP);
+		block_after_sniff(px, it, c, 0, r);
 		return;
 	}
 	c->decided = 1;

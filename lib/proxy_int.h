@@ -18,6 +18,10 @@
 #define PX_MAX_DNS 256u	   /* outstanding DNS queries per sandbox */
 #define PX_SLACK 64u	   /* beyond limit + slack the agent is misbehaving */
 #define PX_DNS_TTL_MAX 60u /* TTL the guest is given, at most */
+/* Connections going through the HTTP processor / TLS interception at
+ * once: each may buffer a few MiB (re-framing, TLS records), so the
+ * sandbox's total is bounded by this, not only each connection's. */
+#define PX_MAX_HTTP 64u
 
 enum px_mode { MODE_RAW, MODE_HTTP, MODE_TLS };
 struct px_icpt;
@@ -113,6 +117,7 @@ struct sbx_proxy {
 	int block_misdirected;
 	int http_parse;	   /* plain HTTP goes through http1.c (always) */
 	int tls_intercept; /* TLS is terminated and re-made (with secrets) */
+	unsigned n_icpt;   /* connections with HTTP processing (proxy thread) */
 	struct sbx_tlsca *ca;
 	SSL_CTX *up_ctx;
 

@@ -313,6 +313,8 @@ int px_icpt_begin(struct sbx_proxy *px, struct px_conn *c, enum sbx_sniff_kind k
 		return 0;
 	if (kind == SBX_SNIFF_TLS && is_passthrough(px, name, c->port))
 		return 0;
+	if (px->n_icpt >= PX_MAX_HTTP)
+		return -1; /* the connection is refused: the budget is spent */
 	struct px_icpt *ic = calloc(1, sizeof *ic);
 	if (!ic)
 		return -1;
@@ -360,6 +362,7 @@ int px_icpt_begin(struct sbx_proxy *px, struct px_conn *c, enum sbx_sniff_kind k
 	}
 	c->icpt = ic;
 	c->mode = kind == SBX_SNIFF_TLS ? MODE_TLS : MODE_HTTP;
+	px->n_icpt++;
 	return 0;
 }
 
@@ -368,6 +371,7 @@ void px_icpt_free(struct px_conn *c)
 	struct px_icpt *ic = c->icpt;
 	if (!ic)
 		return;
+	ic->px->n_icpt--;
 	sbx_http_conn_free(ic->http);
 	sbx_tlsio_free(ic->gtls);
 	sbx_tlsio_free(ic->utls);

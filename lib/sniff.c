@@ -242,15 +242,25 @@ static void sniff_http(const uint8_t *p, size_t len, struct sbx_sniff *out)
 		host_without_port(st.host, st.host_len, out);
 }
 
+/* 1: an HTTP request (a method token of letters, any case, then a space,
+ * possibly after empty lines, which servers skip: RFC 9112 2.2); 0: not;
+ * -1: undecided yet. Lowercase methods and leading CRLFs count as HTTP so
+ * that http-parser sees them and refuses them: a server that accepts them
+ * must not be reached with a Host nobody checked. */
 static int looks_like_http(const uint8_t *p, size_t len)
 {
-	/* a method token (uppercase letters) and a space */
 	size_t i = 0;
-	while (i < len && i < 16 && p[i] >= 'A' && p[i] <= 'Z')
+	while (i < len && (p[i] == '\r' || p[i] == '\n'))
+		i++;
+	int blank = i > 0;
+	size_t start = i;
+	while (i < len && i - start < 24 && isalpha(p[i]))
 		i++;
 	if (i == len)
-		return len < 16 ? -1 : 0; /* undecided */
-	return i > 0 && p[i] == ' ';
+		return len - start < 24 ? -1 : blank;
+	if (i > start && p[i] == ' ')
+		return 1;
+	return blank; /* empty lines, then no method: only HTTP does that */
 }
 
 void sbx_sniff(const uint8_t *p, size_t len, struct sbx_sniff *out)
@@ -265,6 +275,23 @@ void sbx_sniff(const uint8_t *p, size_t len, struct sbx_sniff *out)
 			sniff_tls(p, len, out);
 		else
 			out->kind = SBX_SNIFF_OTHER;
+		return;
+	}
+	/* Any other TLS record first (alert, change_cipher_spec, application
+	 * data) or an SSLv2-format ClientHello: a lenient server could take
+	 * the handshake that follows without anyone reading its SNI. */
+	if (p[0] >= 0x14 && p[0] <= 0x17 && (len < 2 || p[1] == 0x03)) {
+		if (len < 2)
+			out->kind = SBX_SNIFF_MORE;
+		else
+			BAD(out, "a TLS record of type %u before any ClientHello", p[0]);
+		return;
+	}
+	if ((p[0] & 0x80) && (len < 3 || p[2] == 0x01)) {
+		if (len < 3)
+			out->kind = SBX_SNIFF_MORE;
+		else
+			BAD(out, "an SSLv2-format ClientHello");
 		return;
 	}
 	int h = looks_like_http(p, len);

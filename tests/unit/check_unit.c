@@ -812,6 +812,20 @@ START_TEST(sniff_http_host)
 	ck_assert_int_eq(sniff_str("GET /\x01 HTTP/1.1\r\n\r\n", &s), SBX_SNIFF_BAD);
 	ck_assert_int_eq(sniff_str("SSH-2.0-OpenSSH_9\r\n", &s), SBX_SNIFF_OTHER);
 	ck_assert_int_eq(sniff_str("GE", &s), SBX_SNIFF_MORE);
+	/* what servers accept must not slip past as "not HTTP" */
+	ck_assert_int_eq(sniff_str("\r\nGET / HTTP/1.1\r\nHost: evil.test\r\n\r\n", &s),
+			 SBX_SNIFF_HTTP);
+	ck_assert_str_eq(s.name, "evil.test");
+	ck_assert_int_eq(sniff_str("get / HTTP/1.1\r\nHost: evil.test\r\n\r\n", &s),
+			 SBX_SNIFF_BAD);
+	ck_assert_int_eq(sniff_str("\r\n\r\nxyz?", &s), SBX_SNIFF_BAD);
+	ck_assert_int_eq(sniff_str("hello", &s), SBX_SNIFF_MORE); /* a method, maybe */
+	static const uint8_t alert[] = {0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x5a, 0x16, 0x03};
+	sbx_sniff(alert, sizeof alert, &s);
+	ck_assert_int_eq(s.kind, SBX_SNIFF_BAD);
+	static const uint8_t v2[] = {0x80, 0x2e, 0x01, 0x00, 0x02};
+	sbx_sniff(v2, sizeof v2, &s);
+	ck_assert_int_eq(s.kind, SBX_SNIFF_BAD);
 }
 END_TEST
 

@@ -200,15 +200,15 @@ START_TEST(proxy_relays_and_closes)
 	struct fake f;
 	fake_start(&f, allow);
 	send_open(&f, AGENT(1), "127.0.0.1", srv.port);
-	ck_assert_int_eq(agent_send(&f, SBX_T_TCP_DATA, AGENT(1), "hello", 5), 0);
+	ck_assert_int_eq(agent_send(&f, SBX_T_TCP_DATA, AGENT(1), "hello\n", 6), 0);
 	struct sbx_frame_hdr h;
 	int got_data = 0, got_window = 0;
 	while (!got_data && agent_recv(&f, &h, payload, sizeof payload) == 0) {
 		if (h.type == SBX_T_WINDOW)
 			got_window = 1;
 		if (h.type == SBX_T_TCP_DATA) {
-			ck_assert_uint_eq(h.len, 5);
-			ck_assert_mem_eq(payload, "hello", 5);
+			ck_assert_uint_eq(h.len, 6);
+			ck_assert_mem_eq(payload, "hello\n", 6);
 			got_data = 1;
 		}
 	}
@@ -230,7 +230,7 @@ START_TEST(proxy_relays_and_closes)
 	fake_stop(&f);
 	server_stop(&srv);
 	ck_assert_ptr_nonnull(strstr(f.events, "\"net.close\""));
-	ck_assert_ptr_nonnull(strstr(f.events, "\"bytes_out\":5"));
+	ck_assert_ptr_nonnull(strstr(f.events, "\"bytes_out\":6"));
 }
 END_TEST
 
@@ -270,7 +270,7 @@ START_TEST(proxy_respects_guest_credit)
 	struct fake f;
 	fake_start(&f, allow);
 	send_open(&f, AGENT(1), "127.0.0.1", srv.port);
-	ck_assert_int_eq(agent_send(&f, SBX_T_TCP_DATA, AGENT(1), "go", 2), 0);
+	ck_assert_int_eq(agent_send(&f, SBX_T_TCP_DATA, AGENT(1), "go\n", 3), 0);
 	struct sbx_frame_hdr h;
 	size_t got = 0;
 	while (agent_recv(&f, &h, payload, sizeof payload) == 0)
