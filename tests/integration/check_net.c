@@ -256,6 +256,12 @@ START_TEST(fronting_and_host_checks)
 	expect_fail(sb, CURL "-i -H 'Host: evil.test' http://example.test/echo", "403 Forbidden");
 	expect_fail(sb, CURL "-H 'Host: evil.test' http://example.test/echo",
 		    "evil.test (port 80) is not in allow_net");
+	/* servers skip empty lines before a request: so must the Host check */
+	expect_ok(sb,
+		  "python3 -c 'import socket; s = socket.create_connection((\"example.test\", 80)); "
+		  "s.sendall(b\"\\r\\nGET /echo HTTP/1.1\\r\\nHost: evil.test\\r\\n\\r\\n\"); "
+		  "print(s.recv(200))'",
+		  "403 Forbidden");
 	/* an allowed name whose answer points at the host: refused */
 	expect_fail(sb, "getent hosts rebind.example.test", NULL);
 	ck_assert(has_event(&n.ev, "\"dns.query\"", "rebind.example.test", "rebinding"));
