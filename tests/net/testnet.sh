@@ -145,7 +145,10 @@ make_network() {
 		fi
 	done
 	local routes
-	routes=$("$PY" "$HERE/netplan.py" routes "$VH" "$ZONE" "${EXTRA[@]}" "${DNS_ADDRS[@]}") ||
+	# the unused addresses are routed too (nothing listens there: refused
+	# in the namespace), so no test packet ever leaves for the real network
+	routes=$("$PY" "$HERE/netplan.py" routes "$VH" "$ZONE" "${EXTRA[@]}" "${DNS_ADDRS[@]}" \
+		"$TESTNET_UNUSED4" "$TESTNET_UNUSED6") ||
 		die "no safe address plan on this host (see above)"
 
 	ip netns add "$NS"
