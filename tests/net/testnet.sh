@@ -8,8 +8,8 @@
 #   testnet.sh status   exit 0 and say so when it is up and answering
 #
 # Runs as root. Touches nothing on the host but: the namespace, the veth
-# pair, routes for documentation prefixes through that veth (whole prefixes
-# only where the host uses nothing in them, else single addresses), two
+# pair, routes for the test addresses through that veth (single addresses
+# only: a documentation prefix may also hold something real), two
 # per-interface sysctls of the veth, and $TESTNET_RUN_DIR.
 set -euo pipefail
 
