@@ -218,19 +218,12 @@ static int on_stream_frame(struct sandbox *sb, const struct sbx_frame_hdr *h, co
 		return 0;
 	case SBX_T_STDOUT: return on_output(p, SANDBOX_STDOUT, pl, h->len, why, cap);
 	case SBX_T_STDERR: return on_output(p, SANDBOX_STDERR, pl, h->len, why, cap);
-	case SBX_T_ERROR: {
-		int32_t err = (int32_t)sbx_rd_u32(&r);
-		uint32_t mlen;
-		const char *msg = sbx_rd_str(&r, &mlen);
-		if (!sbx_rd_done(&r))
+	case SBX_T_ERROR:
+		if (sbx_error_decode(pl, h->len, &p->spawn_err, p->spawn_msg, sizeof p->spawn_msg))
 			return snprintf(why, cap, "bad ERROR frame"), -1;
-		p->spawn_err = err > 0 && err < 4096 ? err : EIO;
-		snprintf(p->spawn_msg, sizeof p->spawn_msg, "%.*s", (int)(mlen < 200 ? mlen : 200),
-			 msg ? msg : "");
 		p->exited = 1;
 		sbx_proc_on_exit_locked(p);
 		return 0;
-	}
 	case SBX_T_EXIT:
 		if (sbx_exit_decode(pl, h->len, &p->exit) || !p->started)
 			return snprintf(why, cap, "bad EXIT frame"), -1;

@@ -1,5 +1,7 @@
 /* Pure encode/decode of the channel protocol (doc/protocol.md). Compiled
  * into both the library and the guest agent. */
+#include <errno.h>
+#include <stdio.h>
 #include "proto.h"
 
 #include <string.h>
@@ -270,4 +272,19 @@ size_t sbx_file_entry_encode(uint8_t *out, size_t cap, const struct sbx_file_ent
 	sbx_wr_str(&w, e->name ? e->name : "", e->name_len);
 	sbx_wr_str(&w, e->target ? e->target : "", e->target_len);
 	return w.bad ? 0 : w.off;
+}
+
+int sbx_error_decode(const void *p, size_t len, int *err, char *msg, size_t cap)
+{
+	struct sbx_rd r;
+	sbx_rd_init(&r, p, len);
+	int32_t e = (int32_t)sbx_rd_u32(&r);
+	uint32_t mlen;
+	const char *m = sbx_rd_str(&r, &mlen);
+	if (!sbx_rd_done(&r))
+		return -1;
+	*err = e > 0 && e < 4096 ? e : EIO;
+	if (cap)
+		snprintf(msg, cap, "%.*s", (int)(mlen < cap - 1 ? mlen : cap - 1), m ? m : "");
+	return 0;
 }

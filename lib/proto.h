@@ -211,6 +211,11 @@ struct sbx_exit {
 	int32_t value; /* exit code or signal number */
 };
 int sbx_exit_decode(const void *p, size_t len, struct sbx_exit *out);
+
+/* Decoded ERROR frame: errno (an out-of-range value from the guest becomes
+ * EIO) and the message, truncated and NUL-terminated into msg. Returns 0
+ * or -1 (malformed). */
+int sbx_error_decode(const void *p, size_t len, int *err, char *msg, size_t cap);
 size_t sbx_exit_encode(uint8_t out[8], const struct sbx_exit *e);
 
 #endif

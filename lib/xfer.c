@@ -111,18 +111,11 @@ int sbx_files_on_frame_locked(struct sandbox *sb, struct sbx_xfer *x, const stru
 			return snprintf(why, cap, "FILE_END with a payload"), -1;
 		x->ended = 1;
 		return 0;
-	case SBX_T_ERROR: {
-		int32_t err = (int32_t)sbx_rd_u32(&r);
-		uint32_t mlen;
-		const char *msg = sbx_rd_str(&r, &mlen);
-		if (!sbx_rd_done(&r))
+	case SBX_T_ERROR:
+		if (sbx_error_decode(pl, h->len, &x->err, x->msg, sizeof x->msg))
 			return snprintf(why, cap, "bad ERROR frame"), -1;
-		x->err = err > 0 && err < 4096 ? err : EIO;
-		snprintf(x->msg, sizeof x->msg, "%.*s", (int)(mlen < 200 ? mlen : 200),
-			 msg ? msg : "");
 		x->ended = 1;
 		return 0;
-	}
 	case SBX_T_WINDOW: {
 		uint32_t n = sbx_rd_u32(&r);
 		if (!sbx_rd_done(&r))
